@@ -93,8 +93,11 @@ class Proc:
             self._err.close()
             self._out.close()
 
-    def stop(self, sig=signal.SIGTERM, timeout=20):
-        """Stop with sig and return the exit code (killed after timeout)."""
+    def stop(self, sig=None, timeout=20):
+        """Stop with sig (SIGTERM) and return the exit code (killed after
+        timeout)."""
+        if sig is None:
+            sig = signal.SIGTERM
         if self.alive():
             self.p.send_signal(sig)
         try:
@@ -123,8 +126,7 @@ class Server(Proc):
         self.log_path = os.path.join(dir, "log.txt")
         self.db_path = os.path.join(dir, "sensornet.db")
         argv = [SERVER, "--listen", "127.0.0.1:%d" % self.port,
-                "--log", self.log_path, "--db", self.db_path,
-                "--http", "off"] + list(args)
+                "--log", self.log_path, "--db", self.db_path] + list(args)
         super().__init__(argv, dir, name, env)
         if wait:
             self.wait_ready()
@@ -206,12 +208,26 @@ def procs():
     """Collects started processes; stops and checks each at teardown."""
     started = []
     yield started
+    # Stop what is still running the orderly way, so that LeakSanitizer
+    # runs at exit and a shutdown bug fails the test.
     for p in started:
         if p.alive():
+            p.signal(signal.SIGTERM)
+    codes = {}
+    for p in started:
+        was_alive = p.p.returncode is None
+        try:
+            rc = p.wait(30)
+        except subprocess.TimeoutExpired:
             p.p.kill()
             p.wait(5)
+            raise AssertionError("%s did not stop on SIGTERM" % p.name)
+        if was_alive:
+            codes[p.name] = rc
     for p in started:
         p.assert_clean()
+    for name, rc in codes.items():
+        assert rc == 0, "%s exited %s after SIGTERM" % (name, rc)
 
 
 @pytest.fixture

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install the Debian 12 packages sensornet needs, only those missing.
+#   scripts/deps.sh          build and run (make, make demo)
+#   scripts/deps.sh --test   also what the test suite needs
+# Runs apt-get as root, or through sudo for a user who has it.
+set -euo pipefail
+
+build_pkgs=(build-essential pkg-config libsqlite3-dev libpq-dev
+            libmicrohttpd-dev libjansson-dev libssl-dev)
+test_pkgs=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest
+           postgresql sqlite3 curl iproute2 procps)
+
+want=("${build_pkgs[@]}")
+if [ "${1:-}" = "--test" ]; then
+    want+=("${test_pkgs[@]}")
+fi
+
+missing=()
+for p in "${want[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
+            grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "sensornet: installing Debian packages: ${missing[*]}" >&2
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        sudo="sudo"
+    else
+        echo "sensornet: run as root or install sudo; missing: ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,791 @@
+/*
+ * conn: one sensor connection on a worker's loop: reading and framing its
+ * bytes, one line at a time, into the worker's current batch; its replies
+ * (cumulative "OK n", "ERR line reason", the original's "Dados recebidos
+ * com sucesso."); its end. The state diagram is in worker_internal.h.
+ *
+ * Framing invariant: after conn_process() returns without throttling,
+ * c->in holds at most one partial line of at most max_line bytes (longer
+ * ones are refused and skipped), so a connection costs no input buffer
+ * unless it is in the middle of a line.
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "server/worker_internal.h"
+#include "util/clock.h"
+
+#define ORIGINAL_REPLY "Dados recebidos com sucesso."
+
+enum line_rc { LINE_OK = 0, LINE_AGAIN = 1, LINE_STOP = 2 };
+
+static void
+peer_strings(struct conn *c)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    char host[NET_HOST_LEN];
+    int port;
+
+    if (getpeername(c->fd, (struct sockaddr *)&ss, &len) == 0) {
+        net_addr_host((struct sockaddr *)&ss, host, sizeof(host), &port);
+        net_addr_str((struct sockaddr *)&ss, c->peer, sizeof(c->peer));
+        /* The Python original printed its address tuple. */
+        snprintf(c->peer_log, sizeof(c->peer_log), "('%s', %d)", host, port);
+    } else {
+        snprintf(c->peer, sizeof(c->peer), "?");
+        snprintf(c->peer_log, sizeof(c->peer_log), "('?', 0)");
+    }
+    len = sizeof(ss);
+    if (getsockname(c->fd, (struct sockaddr *)&ss, &len) == 0) {
+        net_addr_host((struct sockaddr *)&ss, c->local_host,
+                      sizeof(c->local_host), &port);
+        c->local_port = (uint16_t)port;
+    }
+}
+
+struct conn *
+conn_new(struct worker *w, int fd)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+
+    if (c == NULL)
+        return NULL;
+    c->w = w;
+    c->fd = fd;
+    c->ok_off = SIZE_MAX;
+    c->active_ms = w->now_ms;
+    list_init(&c->l_all);
+    list_init(&c->l_idle);
+    list_init(&c->l_silence);
+    list_init(&c->l_flush);
+    list_init(&c->l_throttle);
+    list_init(&c->l_close);
+    peer_strings(c);
+    return c;
+}
+
+void
+conn_free(struct conn *c)
+{
+    free(c->in);
+    free(c->out);
+    free(c->http_host);
+    free(c);
+}
+
+/* A draining connection closes once nothing is left to wait for: no batch
+ * holds its lines, nothing is throttled, every reply is written. */
+static void
+maybe_finish(struct conn *c)
+{
+    if ((c->flags & CONN_F_DRAINING) && !(c->flags & CONN_F_CLOSING) &&
+        conn_drained(c))
+        conn_close_later(c, (c->flags & CONN_F_EOF) ? "closed by peer"
+                                                    : "server stopping");
+}
+
+/* ---- replies ---------------------------------------------------------- */
+
+/* Make room for n more reply bytes; false if the client has left more than
+ * CONN_OUT_MAX unread (then it is closed). */
+static bool
+out_reserve(struct conn *c, size_t n)
+{
+    size_t need = c->out_len + n, cap;
+    char *p;
+
+    if (need <= c->out_cap)
+        return true;
+    if (need > CONN_OUT_MAX) {
+        conn_close_later(c, "not reading its replies");
+        return false;
+    }
+    cap = c->out_cap ? c->out_cap : 256;
+    while (cap < need)
+        cap *= 2;
+    if (cap > CONN_OUT_MAX)
+        cap = CONN_OUT_MAX;
+    p = realloc(c->out, cap);
+    if (p == NULL) {
+        conn_close_later(c, "out of memory");
+        return false;
+    }
+    c->out = p;
+    c->out_cap = cap;
+    return true;
+}
+
+static void
+out_schedule(struct conn *c)
+{
+    if (!list_linked(&c->l_flush))
+        list_add_tail(&c->w->flush, &c->l_flush);
+}
+
+static void
+out_append(struct conn *c, const char *p, size_t n)
+{
+    if (c->flags & CONN_F_CLOSED)
+        return;
+    if (!out_reserve(c, n))
+        return;
+    memcpy(c->out + c->out_len, p, n);
+    c->out_len += n;
+    out_schedule(c);
+}
+
+static void
+out_printf(struct conn *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+out_printf(struct conn *c, const char *fmt, ...)
+{
+    char tmp[256];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    out_append(c, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+}
+
+static void
+reply_err(struct conn *c, uint64_t lineno, const char *reason)
+{
+    /* An ERR must not jump ahead of the OK before it, so the trailing OK
+     * is no longer the last reply and cannot be coalesced any more. */
+    out_printf(c, "ERR %llu %s\n", (unsigned long long)lineno, reason);
+    c->ok_off = SIZE_MAX;
+}
+
+void
+conn_ack(struct conn *c, uint64_t n_accepted, uint32_t n_orig)
+{
+    uint32_t i;
+
+    if (c->flags & CONN_F_CLOSED)
+        return;
+    if (n_accepted > c->n_acked) {
+        c->n_acked = n_accepted;
+        /* Coalesce: replace an OK that has not started going out. */
+        if (c->ok_off != SIZE_MAX && c->ok_off >= c->out_pos)
+            c->out_len = c->ok_off;
+        c->ok_off = c->out_len;
+        out_printf(c, "OK %llu\n", (unsigned long long)c->n_acked);
+    }
+    for (i = 0; i < n_orig; i++)
+        out_append(c, ORIGINAL_REPLY, sizeof(ORIGINAL_REPLY) - 1);
+}
+
+void
+conn_flush(struct conn *c)
+{
+    ssize_t n;
+
+    if (list_linked(&c->l_flush))
+        list_del(&c->l_flush);
+    if (c->flags & CONN_F_CLOSED)
+        return;
+    while (c->out_pos < c->out_len) {
+        n = send(c->fd, c->out + c->out_pos, c->out_len - c->out_pos,
+                 MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                loop_mod(c->w->loop, &c->io, c->io.events | EPOLLOUT);
+                return;
+            }
+            conn_close_later(c, "write error");
+            return;
+        }
+        c->out_pos += (size_t)n;
+    }
+    /* All out: give the buffer back, idle connections hold none. */
+    free(c->out);
+    c->out = NULL;
+    c->out_len = c->out_pos = c->out_cap = 0;
+    c->ok_off = SIZE_MAX;
+    if (c->io.events & EPOLLOUT)
+        loop_mod(c->w->loop, &c->io, c->io.events & ~(uint32_t)EPOLLOUT);
+    maybe_finish(c);
+}
+
+/* ---- HTTP on the sensor port ------------------------------------------ */
+
+static bool
+host_char_ok(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch >= '0' && ch <= '9') || ch == '.' || ch == '-' || ch == ':' ||
+           ch == '[' || ch == ']';
+}
+
+/* Keep the Host header's host part, for the redirect. */
+static void
+http_header(struct conn *c, const char *p, size_t len)
+{
+    size_t i, hlen;
+    const char *h;
+
+    if (len < 5 || strncasecmp(p, "host:", 5) != 0 || c->http_host != NULL)
+        return;
+    h = p + 5;
+    hlen = len - 5;
+    while (hlen > 0 && (*h == ' ' || *h == '\t')) {
+        h++;
+        hlen--;
+    }
+    /* Drop the port: the dashboard has its own. */
+    if (hlen > 0 && h[0] == '[') {
+        const char *rb = memchr(h, ']', hlen);
+
+        if (rb != NULL)
+            hlen = (size_t)(rb - h) + 1;
+    } else {
+        const char *colon = memchr(h, ':', hlen);
+
+        if (colon != NULL)
+            hlen = (size_t)(colon - h);
+    }
+    if (hlen == 0 || hlen > NET_HOST_LEN)
+        return;
+    for (i = 0; i < hlen; i++)
+        if (!host_char_ok(h[i]))
+            return;
+    c->http_host = strndup(h, hlen);
+}
+
+/* Answer a browser that opened the sensor port, then close. */
+static void
+http_reply(struct conn *c)
+{
+    char body[512], head[1024], url[NET_HOST_LEN * 2 + 32];
+    int port = c->w->sh->http_port;
+    const char *host = c->http_host;
+    int nb, nh;
+
+    if (host == NULL)
+        host = c->local_host;
+    if (port > 0) {
+        if (strchr(host, ':') != NULL && host[0] != '[')
+            snprintf(url, sizeof(url), "http://[%s]:%d/", host, port);
+        else
+            snprintf(url, sizeof(url), "http://%s:%d/", host, port);
+        nb = snprintf(body, sizeof(body),
+                      "This is the sensornet sensor port: it takes readings "
+                      "as lines of text, not HTTP.\nThe dashboard is at "
+                      "%s\n",
+                      url);
+        nh = snprintf(head, sizeof(head),
+                      "HTTP/1.0 302 Found\r\nLocation: %s\r\n"
+                      "Content-Type: text/plain; charset=utf-8\r\n"
+                      "Content-Length: %d\r\nConnection: close\r\n\r\n",
+                      url, nb);
+    } else {
+        nb = snprintf(body, sizeof(body),
+                      "This is the sensornet sensor port: it takes readings "
+                      "as lines of text, not HTTP.\nThe HTTP dashboard is "
+                      "turned off on this server (--http).\n");
+        nh = snprintf(head, sizeof(head),
+                      "HTTP/1.0 400 Bad Request\r\n"
+                      "Content-Type: text/plain; charset=utf-8\r\n"
+                      "Content-Length: %d\r\nConnection: close\r\n\r\n",
+                      nb);
+    }
+    out_append(c, head, (size_t)nh);
+    out_append(c, body, (size_t)nb);
+    conn_close_later(c, "HTTP request on the sensor port");
+}
+
+/* ---- lines -------------------------------------------------------------- */
+
+static void
+log_received_raw(struct conn *c, const char *p, size_t len)
+{
+    struct worker *w = c->w;
+    char *dst;
+    size_t need, n;
+    const char *stamp;
+
+    if (!w->log_on)
+        return;
+    need = LOGFILE_STAMP_LEN + 32 + sizeof(c->peer_log) + 4 * len + 2;
+    dst = batch_log_reserve(w->cur, need);
+    if (dst == NULL) {
+        atomic_fetch_add_explicit(&w->stats.log_lines_dropped, 1,
+                                  memory_order_relaxed);
+        return;
+    }
+    stamp = logfile_stamp(&w->stamp, w->now_real_ns);
+    n = (size_t)snprintf(dst, need, "%sRecebido de %s: ", stamp, c->peer_log);
+    n += proto_escape_line(p, len, dst + n, need - n);
+    dst[n++] = '\n';
+    batch_log_commit(w->cur, n);
+}
+
+static void
+log_reading(struct conn *c, const struct proto_reading *r)
+{
+    struct worker *w = c->w;
+    char *dst;
+    size_t n, room = LOG_PER_READING;
+    const char *stamp;
+
+    dst = batch_log_reserve(w->cur, room);
+    if (dst == NULL) {
+        atomic_fetch_add_explicit(&w->stats.log_lines_dropped, 1,
+                                  memory_order_relaxed);
+        return;
+    }
+    stamp = logfile_stamp(&w->stamp, w->now_real_ns);
+    n = (size_t)snprintf(dst, room, "%sRecebido de %s: ", stamp, c->peer_log);
+    n += proto_format_human(r, dst + n, room - n - 1);
+    if (n > room - 1)
+        n = room - 1;
+    dst[n++] = '\n';
+    batch_log_commit(w->cur, n);
+}
+
+/* Room in the current batch for one line of len bytes. */
+static bool
+line_room(struct conn *c, size_t len)
+{
+    size_t log_bytes = 0;
+
+    if (c->w->log_on) {
+        log_bytes = (size_t)PROTO_MAX_FIELDS * LOG_PER_READING;
+        if (4 * len + 256 > log_bytes)
+            log_bytes = 4 * len + 256;
+    }
+    return worker_batch_room(c->w, PROTO_MAX_FIELDS, log_bytes);
+}
+
+static void
+add_readings(struct conn *c, const struct proto_line *pl)
+{
+    struct worker *w = c->w;
+    size_t i;
+
+    for (i = 0; i < pl->n; i++) {
+        batch_add(w->cur, &pl->r[i], pl->has_ts,
+                  pl->has_ts ? pl->ts_ns : w->now_real_ns, w->now_real_ns,
+                  c->peer);
+        if (w->log_on)
+            log_reading(c, &pl->r[i]);
+    }
+    atomic_fetch_add_explicit(&w->stats.readings, pl->n,
+                              memory_order_relaxed);
+}
+
+static void
+ack_later(struct conn *c, uint32_t n_orig)
+{
+    if (batch_ack(c->w->cur, c, c->n_accepted, n_orig))
+        c->refs++;
+}
+
+/* One complete line (p, len) without its line end. */
+static enum line_rc
+conn_line(struct conn *c, const char *p, size_t len)
+{
+    struct worker *w = c->w;
+    uint64_t lineno;
+    int rc;
+
+    if (c->flags & CONN_F_HTTP) {
+        if (len == 0) {
+            http_reply(c);
+            return LINE_STOP;
+        }
+        http_header(c, p, len);
+        return LINE_OK;
+    }
+    if (len == 0)
+        return LINE_OK; /* blank lines are not counted */
+    lineno = c->n_lines + 1;
+    if (len > w->conf->max_line) {
+        c->n_lines++;
+        reply_err(c, lineno, proto_strerror(PROTO_E_TOOLONG));
+        atomic_fetch_add_explicit(&w->stats.lines_refused, 1,
+                                  memory_order_relaxed);
+        return LINE_OK;
+    }
+    if (lineno == 1 && c->n_orig == 0 && proto_is_http_request(p, len)) {
+        c->flags |= CONN_F_HTTP;
+        atomic_fetch_add_explicit(&w->stats.http_on_sensor_port, 1,
+                                  memory_order_relaxed);
+        return LINE_OK;
+    }
+    if (!line_room(c, len))
+        return LINE_AGAIN;
+    c->n_lines++;
+    rc = proto_parse_line(p, len, NULL, w->pl);
+    if (rc != PROTO_OK) {
+        reply_err(c, lineno, proto_strerror(rc));
+        log_received_raw(c, p, len);
+        atomic_fetch_add_explicit(&w->stats.lines_refused, 1,
+                                  memory_order_relaxed);
+        return LINE_OK;
+    }
+    c->n_accepted++;
+    add_readings(c, w->pl);
+    ack_later(c, 0);
+    atomic_fetch_add_explicit(&w->stats.lines_accepted, 1,
+                              memory_order_relaxed);
+    return LINE_OK;
+}
+
+static void
+silence_track(struct conn *c)
+{
+    struct worker *w = c->w;
+
+    if ((c->flags & CONN_F_LINEMODE) || c->in_len == 0) {
+        if (list_linked(&c->l_silence))
+            list_del(&c->l_silence);
+        return;
+    }
+    c->silence_ms = w->now_ms;
+    list_move_tail(&w->silence, &c->l_silence);
+}
+
+/*
+ * Frame and handle the lines in (buf, len). Returns the bytes consumed:
+ * all complete lines, or fewer when the worker has no batch room left
+ * (throttled). The unconsumed rest is a partial line or the lines that
+ * wait for room.
+ */
+static size_t
+conn_process(struct conn *c, const char *buf, size_t len)
+{
+    const char *p = buf, *end = buf + len, *nl;
+    size_t llen;
+    enum line_rc rc;
+
+    while (p < end && !(c->flags & CONN_F_CLOSING)) {
+        nl = memchr(p, '\n', (size_t)(end - p));
+        if (c->flags & CONN_F_SKIP) {
+            if (nl == NULL)
+                return len;
+            c->flags &= ~(unsigned)CONN_F_SKIP;
+            p = nl + 1;
+            continue;
+        }
+        if (nl == NULL) {
+            size_t rest = (size_t)(end - p);
+            size_t cap = (c->flags & CONN_F_HTTP) ? CONN_HTTP_MAX
+                                                  : c->w->conf->max_line + 1;
+
+            if (rest <= cap)
+                break;
+            if (c->flags & CONN_F_HTTP) {
+                conn_close_later(c, "HTTP request head too long");
+                return len;
+            }
+            /* Too long already: refuse now, skip to its end. */
+            c->flags |= CONN_F_SKIP | CONN_F_LINEMODE;
+            c->n_lines++;
+            reply_err(c, c->n_lines, proto_strerror(PROTO_E_TOOLONG));
+            atomic_fetch_add_explicit(&c->w->stats.lines_refused, 1,
+                                      memory_order_relaxed);
+            return len;
+        }
+        llen = (size_t)(nl - p);
+        if (llen > 0 && p[llen - 1] == '\r')
+            llen--;
+        c->flags |= CONN_F_LINEMODE;
+        rc = conn_line(c, p, llen);
+        if (rc == LINE_AGAIN)
+            return (size_t)(p - buf);
+        if (rc == LINE_STOP)
+            return len;
+        p = nl + 1;
+    }
+    return (size_t)(p - buf);
+}
+
+/* Keep (p, n) as c->in, the connection's pending bytes. */
+static bool
+keep_pending(struct conn *c, const char *p, size_t n)
+{
+    char *q;
+
+    if (n == 0) {
+        free(c->in);
+        c->in = NULL;
+        c->in_len = c->in_cap = 0;
+        return true;
+    }
+    if (n > c->in_cap) {
+        q = realloc(c->in, n);
+        if (q == NULL) {
+            conn_close_later(c, "out of memory");
+            return false;
+        }
+        c->in = q;
+        c->in_cap = n;
+    }
+    memmove(c->in, p, n);
+    c->in_len = n;
+    return true;
+}
+
+static void
+conn_throttle(struct conn *c)
+{
+    struct worker *w = c->w;
+
+    if (c->flags & CONN_F_THROTTLED)
+        return;
+    c->flags |= CONN_F_THROTTLED;
+    loop_mod(w->loop, &c->io, c->io.events & ~(uint32_t)EPOLLIN);
+    list_add_tail(&w->throttled, &c->l_throttle);
+}
+
+/* What a connection that stops reading still holds: a final line without
+ * its line end counts as a line; bytes from a client that never sent a line
+ * end count as its original-form message if they are one. */
+static void
+finish_pending(struct conn *c)
+{
+    if (c->in_len == 0)
+        return;
+    if (c->flags & CONN_F_LINEMODE) {
+        enum line_rc rc = conn_line(c, c->in, c->in_len);
+
+        if (rc == LINE_OK)
+            keep_pending(c, NULL, 0);
+        else if (rc == LINE_AGAIN)
+            conn_throttle(c);
+    } else {
+        conn_silence_expired(c);
+    }
+}
+
+bool
+conn_resume(struct conn *c)
+{
+    size_t used;
+
+    c->flags &= ~(unsigned)CONN_F_THROTTLED;
+    if (c->in_len > 0) {
+        used = conn_process(c, c->in, c->in_len);
+        if (!keep_pending(c, c->in + used, c->in_len - used) ||
+            (c->flags & CONN_F_CLOSING))
+            return true;
+        if (memchr(c->in, '\n', c->in_len) != NULL) {
+            conn_throttle(c);
+            return false;
+        }
+    }
+    if (c->flags & CONN_F_DRAINING) {
+        finish_pending(c);
+        maybe_finish(c);
+        return true;
+    }
+    silence_track(c);
+    loop_mod(c->w->loop, &c->io, c->io.events | EPOLLIN);
+    return true;
+}
+
+static void
+conn_eof(struct conn *c)
+{
+    c->flags |= CONN_F_EOF;
+    conn_drain(c);
+}
+
+static void
+conn_read(struct conn *c)
+{
+    struct worker *w = c->w;
+    char *buf = w->rbuf;
+    size_t have, used;
+    ssize_t n;
+    int i;
+
+    for (i = 0; i < CONN_READ_BUDGET; i++) {
+        have = c->in_len;
+        if (have > 0)
+            memcpy(buf, c->in, have);
+        n = recv(c->fd, buf + have, WORKER_RBUF - have, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN)
+                conn_close_later(c, "read error");
+            return;
+        }
+        if (n == 0) {
+            conn_eof(c);
+            return;
+        }
+        atomic_fetch_add_explicit(&w->stats.bytes_in, (uint64_t)n,
+                                  memory_order_relaxed);
+        w->now_real_ns = clock_real_ns();
+        c->active_ms = w->now_ms;
+        if (!(c->flags & CONN_F_DRAINING))
+            list_move_tail(&w->idle, &c->l_idle);
+        used = conn_process(c, buf, have + (size_t)n);
+        if (!keep_pending(c, buf + used, have + (size_t)n - used))
+            return;
+        if (c->flags & CONN_F_CLOSING)
+            return;
+        if (c->in_len > 0 && memchr(c->in, '\n', c->in_len) != NULL) {
+            /* Complete lines left over: the batches are all in use. */
+            conn_throttle(c);
+            return;
+        }
+        silence_track(c);
+        if ((size_t)n < WORKER_RBUF - have)
+            return; /* the socket is empty for now */
+    }
+}
+
+void
+conn_on_io(struct loop_io *io, uint32_t events)
+{
+    struct conn *c = io->arg;
+
+    if (c->flags & (CONN_F_CLOSING | CONN_F_CLOSED))
+        return;
+    if (events & EPOLLOUT)
+        conn_flush(c);
+    if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) &&
+        !(c->flags & (CONN_F_THROTTLED | CONN_F_DRAINING | CONN_F_CLOSING)))
+        conn_read(c);
+    else if ((events & (EPOLLHUP | EPOLLERR)) && (c->flags & CONN_F_DRAINING))
+        conn_close_later(c, "connection reset");
+}
+
+/* ---- the original clients' silence rule ------------------------------- */
+
+void
+conn_silence_expired(struct conn *c)
+{
+    struct worker *w = c->w;
+    int rc;
+
+    if (list_linked(&c->l_silence))
+        list_del(&c->l_silence);
+    if ((c->flags & (CONN_F_LINEMODE | CONN_F_CLOSING | CONN_F_THROTTLED)) ||
+        c->in_len == 0)
+        return;
+    rc = proto_parse_text(c->in, c->in_len, w->pl);
+    if (rc != PROTO_OK)
+        return; /* not one whole reading: wait for a line end */
+    if (!line_room(c, c->in_len)) {
+        /* Try again at the next tick. */
+        c->silence_ms = w->now_ms - w->conf->silence_ms;
+        list_add_tail(&w->silence, &c->l_silence);
+        return;
+    }
+    w->now_real_ns = clock_real_ns();
+    c->n_orig++;
+    add_readings(c, w->pl);
+    ack_later(c, 1);
+    atomic_fetch_add_explicit(&w->stats.lines_accepted, 1,
+                              memory_order_relaxed);
+    keep_pending(c, NULL, 0);
+}
+
+/* ---- the end ------------------------------------------------------------ */
+
+void
+conn_drain(struct conn *c)
+{
+    struct worker *w = c->w;
+
+    if (c->flags & (CONN_F_DRAINING | CONN_F_CLOSING))
+        return;
+    c->flags |= CONN_F_DRAINING;
+    loop_mod(w->loop, &c->io, c->io.events & ~(uint32_t)EPOLLIN);
+    c->drain_ms = w->now_ms;
+    list_move_tail(&w->draining_list, &c->l_idle);
+    /* A throttled connection finishes when conn_resume() runs. */
+    if (!(c->flags & CONN_F_THROTTLED))
+        finish_pending(c);
+    maybe_finish(c);
+}
+
+bool
+conn_drained(const struct conn *c)
+{
+    return c->refs == 0 && !(c->flags & CONN_F_THROTTLED) &&
+           c->out_pos == c->out_len;
+}
+
+void
+conn_close_later(struct conn *c, const char *reason)
+{
+    struct worker *w = c->w;
+
+    if (c->flags & (CONN_F_CLOSING | CONN_F_CLOSED))
+        return;
+    c->flags |= CONN_F_CLOSING;
+    c->close_reason = reason;
+    list_add_tail(&w->closing, &c->l_close);
+}
+
+void
+conn_close_now(struct conn *c)
+{
+    struct worker *w = c->w;
+
+    /* Best effort: the last replies (ERR server full, the HTTP answer,
+     * final acknowledgements) go out if the socket takes them. */
+    if (c->out_pos < c->out_len)
+        (void)send(c->fd, c->out + c->out_pos, c->out_len - c->out_pos,
+                   MSG_NOSIGNAL | MSG_DONTWAIT);
+    loop_del(w->loop, &c->io);
+    close(c->fd);
+    c->fd = -1;
+    c->flags |= CONN_F_CLOSED;
+    log_debug("closed %s: %s", c->peer, c->close_reason);
+    if (list_linked(&c->l_close))
+        list_del(&c->l_close);
+    if (list_linked(&c->l_idle))
+        list_del(&c->l_idle);
+    if (list_linked(&c->l_silence))
+        list_del(&c->l_silence);
+    if (list_linked(&c->l_flush))
+        list_del(&c->l_flush);
+    if (list_linked(&c->l_throttle))
+        list_del(&c->l_throttle);
+    worker_conn_closed(w, c);
+    free(c->in);
+    c->in = NULL;
+    c->in_len = c->in_cap = 0;
+    free(c->out);
+    c->out = NULL;
+    c->out_len = c->out_pos = c->out_cap = 0;
+    if (c->refs == 0) {
+        list_del(&c->l_all);
+        conn_free(c);
+    }
+}
+
+void
+conn_unref(struct conn *c)
+{
+    c->refs--;
+    if (c->refs == 0 && (c->flags & CONN_F_CLOSED)) {
+        list_del(&c->l_all);
+        conn_free(c);
+        return;
+    }
+    maybe_finish(c);
+}

@@ -1,0 +1,298 @@
+/*
+ * sensornet-server: start-up, signals and the orderly stop.
+ *
+ * Threads: N workers (one event loop each, SO_REUSEPORT listeners), one
+ * writer (storage and log.txt), and this main thread, which only waits for
+ * signals: TERM/INT drain and exit 0, HUP reopens log.txt. Signals are
+ * blocked everywhere and taken synchronously here with sigwaitinfo, so no
+ * handler ever runs inside a worker.
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server/config.h"
+#include "server/logfile.h"
+#include "server/store.h"
+#include "server/worker.h"
+#include "server/writer.h"
+#include "util/log.h"
+#include "util/net.h"
+
+#define LISTEN_BACKLOG 65535
+/* File descriptors kept for listeners, the database, log.txt, eventfds. */
+#define FD_MARGIN 256
+
+/* Raise RLIMIT_NOFILE to fit max_conns; lower max_conns if we cannot. */
+static void
+raise_nofile(struct server_conf *cf)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)cf->max_conns + FD_MARGIN;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    if (rl.rlim_cur >= want)
+        return;
+    if (rl.rlim_max < want) {
+        struct rlimit up = {want, want};
+
+        /* Root (CAP_SYS_RESOURCE) may go past the hard limit. */
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+            return;
+    }
+    rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < want) {
+        uint64_t fit = rl.rlim_cur > 2 * FD_MARGIN ? rl.rlim_cur - FD_MARGIN
+                                                   : rl.rlim_cur / 2;
+
+        log_warn("open files limited to %llu: --max-connections lowered "
+                 "from %llu to %llu (raise LimitNOFILE / ulimit -n)",
+                 (unsigned long long)rl.rlim_cur,
+                 (unsigned long long)cf->max_conns, (unsigned long long)fit);
+        cf->max_conns = fit;
+    }
+}
+
+/* systemd Type=notify: "READY=1" once listening, "STOPPING=1" on drain. */
+static void
+sd_notify_msg(const char *msg)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t len;
+    int fd;
+
+    if (path == NULL || (path[0] != '/' && path[0] != '@'))
+        return;
+    len = strlen(path);
+    if (len >= sizeof(sa.sun_path))
+        return;
+    memcpy(sa.sun_path, path, len);
+    if (sa.sun_path[0] == '@')
+        sa.sun_path[0] = '\0';
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    (void)sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+                 (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len));
+    close(fd);
+}
+
+static int
+threads_wanted(const struct server_conf *cf)
+{
+    long n;
+
+    if (cf->threads > 0)
+        return (int)cf->threads;
+    n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* "[stamp] Servidor iniciando em ADDR", written before the writer starts,
+ * so tests and people can wait for it: the listeners are bound by then. */
+static void
+log_start(struct logfile *lf, const struct server_conf *cf)
+{
+    struct logfile_stamp st;
+    char line[512];
+    size_t i, n, written = 0;
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    logfile_stamp_init(&st, cf->log_utc);
+    n = (size_t)snprintf(line, sizeof(line), "%sServidor iniciando em ",
+                         logfile_stamp(&st, (int64_t)ts.tv_sec * 1000000000));
+    for (i = 0; i < cf->n_listen && n < sizeof(line); i++)
+        n += (size_t)snprintf(line + n, sizeof(line) - n, "%s%s",
+                              i ? ", " : "", cf->listen[i]);
+    if (n >= sizeof(line) - 1)
+        n = sizeof(line) - 2;
+    line[n++] = '\n';
+    if (logfile_write(lf, line, n, &written) < 0)
+        log_warn("writing log.txt: %s", strerror(errno));
+}
+
+int
+main(int argc, char **argv)
+{
+    struct server_conf cf;
+    struct worker_shared sh;
+    struct worker **workers = NULL;
+    struct writer *wr = NULL;
+    struct store *st = NULL;
+    struct logfile *lf = NULL;
+    struct net_addr addrs[CONFIG_MAX_LISTEN];
+    struct store_conf scf;
+    struct writer_conf wcf;
+    char err[CONFIG_ERR_LEN];
+    sigset_t sigs;
+    int i, n_threads = 0, started = 0, rc, why, status = 1;
+    size_t j;
+
+    log_init("sensornet-server", LOG_INFO);
+    rc = config_parse(&cf, argc, argv, err, sizeof(err));
+    if (rc != 0) {
+        if (rc < 0) {
+            fprintf(stderr, "sensornet-server: %s\n", err);
+            fprintf(stderr, "Try 'sensornet-server --help'.\n");
+        }
+        config_free(&cf);
+        return rc < 0 ? 2 : 0;
+    }
+    if (cf.verbose)
+        log_set_level(LOG_DEBUG);
+    for (j = 0; j < cf.n_listen; j++) {
+        if (net_parse_hostport(cf.listen[j], false, &addrs[j], err,
+                               sizeof(err)) < 0) {
+            fprintf(stderr, "sensornet-server: --listen %s\n", err);
+            config_free(&cf);
+            return 2;
+        }
+    }
+    if (cf.check_only) {
+        printf("sensornet-server: configuration ok\n");
+        config_free(&cf);
+        return 0;
+    }
+    tzset();
+    raise_nofile(&cf);
+
+    /* Signals: blocked in every thread (threads inherit the mask), taken
+     * here with sigwaitinfo. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    scf = (struct store_conf){.sqlite_path = cf.db_path,
+                              .postgres = cf.postgres,
+                              .fsync = cf.fsync};
+    st = store_open(&scf, err, &why);
+    if (st == NULL) {
+        fprintf(stderr, "sensornet-server: %s\n", err);
+        goto out;
+    }
+    if (cf.log_path != NULL) {
+        lf = logfile_open(cf.log_path, err, sizeof(err));
+        if (lf == NULL) {
+            fprintf(stderr, "sensornet-server: %s\n", err);
+            goto out;
+        }
+    }
+
+    n_threads = threads_wanted(&cf);
+    workers = calloc((size_t)n_threads, sizeof(*workers));
+    if (workers == NULL)
+        goto out;
+    sh = (struct worker_shared){.conf = &cf};
+    atomic_init(&sh.n_conns, 0);
+    for (i = 0; i < n_threads; i++) {
+        int fds[CONFIG_MAX_LISTEN];
+
+        for (j = 0; j < cf.n_listen; j++) {
+            fds[j] = net_listen(&addrs[j], true, LISTEN_BACKLOG, err,
+                                sizeof(err));
+            if (fds[j] < 0) {
+                fprintf(stderr, "sensornet-server: %s\n", err);
+                while (j-- > 0)
+                    close(fds[j]);
+                goto out;
+            }
+        }
+        workers[i] = worker_new(&sh, i, fds, cf.n_listen, err, sizeof(err));
+        if (workers[i] == NULL) {
+            fprintf(stderr, "sensornet-server: %s\n", err);
+            goto out;
+        }
+    }
+
+    wcf = (struct writer_conf){
+        .fsync = cf.fsync,
+        .commit_interval_ms = (int)cf.commit_interval_ms,
+        .batch_max = cf.batch_max,
+        .retention_ns = cf.retention_ms * 1000000,
+        .shutdown_timeout_ms = (int)cf.shutdown_timeout_ms,
+    };
+    if (lf != NULL)
+        log_start(lf, &cf);
+    wr = writer_new(&wcf, st, lf);
+    if (wr == NULL)
+        goto out;
+    st = NULL;
+    lf = NULL;
+    sh.writer = wr;
+    rc = writer_start(wr);
+    if (rc < 0) {
+        fprintf(stderr, "sensornet-server: writer thread: %s\n",
+                strerror(-rc));
+        goto out;
+    }
+    for (i = 0; i < n_threads; i++) {
+        rc = worker_start(workers[i]);
+        if (rc < 0) {
+            fprintf(stderr, "sensornet-server: worker thread: %s\n",
+                    strerror(-rc));
+            goto stop;
+        }
+        started++;
+    }
+    log_info("listening on %s (and %zu more), %d threads, store %s, "
+             "fsync %s",
+             cf.listen[0], cf.n_listen - 1, n_threads, cf.postgres != NULL ? "postgresql" : "sqlite",
+             cf.fsync == STORE_FSYNC_ALWAYS  ? "always"
+             : cf.fsync == STORE_FSYNC_BATCH ? "batch"
+                                             : "off");
+    sd_notify_msg("READY=1");
+
+    for (;;) {
+        siginfo_t si;
+        int sig = sigwaitinfo(&sigs, &si);
+
+        if (sig < 0)
+            continue; /* EINTR */
+        if (sig == SIGHUP) {
+            log_info("SIGHUP: reopening log.txt");
+            writer_reopen_log(wr);
+            continue;
+        }
+        log_info("%s: finishing what has arrived, then exiting",
+                 sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        break;
+    }
+    sd_notify_msg("STOPPING=1");
+    status = 0;
+stop:
+    for (i = 0; i < started; i++)
+        worker_stop(workers[i]);
+    for (i = 0; i < started; i++)
+        worker_join(workers[i]);
+    if (writer_stop(wr) < 0) {
+        log_error("storage never recovered: readings not acknowledged "
+                  "were not stored");
+        status = 1;
+    }
+out:
+    if (workers != NULL) {
+        for (i = 0; i < n_threads; i++)
+            worker_free(workers[i]);
+        free(workers);
+    }
+    writer_free(wr);
+    store_close(st);
+    logfile_close(lf);
+    config_free(&cf);
+    return status;
+}

@@ -1,0 +1,57 @@
+/*
+ * worker: one network thread. It runs its own event loop over its own
+ * SO_REUSEPORT listeners and the connections it accepted, parses their
+ * lines into its batches, hands full batches to the writer and sends the
+ * acknowledgements when they come back committed. Workers share nothing
+ * but the writer and a few atomic counters (struct worker_shared).
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef SN_WORKER_H
+#define SN_WORKER_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "server/config.h"
+#include "server/writer.h"
+
+/* Counters a worker keeps; read by any thread (relaxed atomics). */
+struct worker_stats {
+    atomic_uint_fast64_t conns_total;
+    atomic_uint_fast64_t conns_refused; /* over --max-connections */
+    atomic_uint_fast64_t lines_accepted;
+    atomic_uint_fast64_t lines_refused;
+    atomic_uint_fast64_t readings;
+    atomic_uint_fast64_t bytes_in;
+    atomic_uint_fast64_t http_on_sensor_port;
+    atomic_uint_fast64_t idle_closed;
+    atomic_uint_fast64_t log_lines_dropped;
+};
+
+/* State shared by all workers; owned by main. */
+struct worker_shared {
+    const struct server_conf *conf;
+    struct writer *writer;
+    atomic_uint_fast64_t n_conns; /* open connections, all workers */
+    int http_port;                /* 0: HTTP off (for the sensor-port hint) */
+};
+
+struct worker;
+
+/* A worker owning the listening sockets fds[0..n) (it closes them). NULL
+ * with err set on failure. */
+struct worker *worker_new(struct worker_shared *sh, int id, const int *fds,
+                          size_t n, char *err, size_t err_len);
+/* Start its thread. 0 or -errno. */
+int worker_start(struct worker *w);
+/* Ask it (from any thread) to stop accepting, finish what has arrived,
+ * wait for the acknowledgements and close its connections. */
+void worker_stop(struct worker *w);
+/* Wait for its thread to end (after worker_stop). */
+void worker_join(struct worker *w);
+/* Free it; only after writer_stop(), which hands back every batch. */
+void worker_free(struct worker *w);
+const struct worker_stats *worker_stats(const struct worker *w);
+
+#endif
