@@ -1,0 +1,429 @@
+/*
+ * options: see options.h. The opts[] table below is the single source of the
+ * options, their defaults and limits, and the --help text.
+ * SPDX-License-Identifier: MIT
+ */
+#include "client/options.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/pending.h"
+
+#ifndef SENSORNET_VERSION
+#define SENSORNET_VERSION "0.1.0"
+#endif
+
+enum opt_id {
+    O_SERVER = 1,
+    O_KIND,
+    O_ID,
+    O_INTERVAL,
+    O_COUNT,
+    O_FORMAT,
+    O_SENSORS,
+    O_WINDOW,
+    O_MAX_PENDING,
+    O_BACKOFF_MAX,
+    O_ACK_TIMEOUT,
+    O_DRAIN_TIMEOUT,
+    O_SEED,
+    O_QUIET,
+    O_VERBOSE,
+    O_HELP,
+    O_VERSION,
+};
+
+struct opt {
+    const char *name;
+    enum opt_id id;
+    char short_name; /* 0: long only */
+    const char *arg; /* NULL: takes no argument */
+    const char *help;
+};
+
+static const struct opt opts[] = {
+    {"server", O_SERVER, 's', "HOST:PORT",
+     "collector address (default 127.0.0.1:5000); names are resolved at "
+     "start and again after a failed connect"},
+    {"kind", O_KIND, 'k', "KIND",
+     "temperature (default: id Sensor1, every 2 s, 20-30 °C) or humidity "
+     "(id Sensor2, every 3 s, 40-70 %)"},
+    {"id", O_ID, 'i', "ID",
+     "sensor id (default from --kind); with --sensors N > 1 the ids are "
+     "ID-1 .. ID-N. No spaces, commas, '=', quotes or backslashes"},
+    {"interval", O_INTERVAL, 0, "SECONDS",
+     "time between readings, fractions allowed (default from --kind); 0: "
+     "as fast as the window allows (load generation)"},
+    {"count", O_COUNT, 'n', "N",
+     "stop once N readings are acknowledged, per sensor (default 0: run "
+     "until SIGTERM or SIGINT)"},
+    {"format", O_FORMAT, 'f', "FORMAT",
+     "influx (default; line protocol with ns timestamps), text (the "
+     "original's line, with a line end) or original (exactly the original "
+     "client: no line end, one message in flight)"},
+    {"sensors", O_SENSORS, 0, "N",
+     "simulated sensors in this process, each with its own connection "
+     "(default 1; up to 100000); prints a status line each second to stderr"},
+    {"window", O_WINDOW, 'w', "N",
+     "most lines in flight without acknowledgement per connection "
+     "(default 1000)"},
+    {"max-pending", O_MAX_PENDING, 0, "N",
+     "most readings kept unacknowledged in memory per sensor (default "
+     "100000); when full the sensor stops producing until acks free space"},
+    {"backoff-max", O_BACKOFF_MAX, 0, "SECONDS",
+     "longest wait between reconnect attempts (default 30; the first is at "
+     "most 0.1 s, doubling, with full jitter)"},
+    {"ack-timeout", O_ACK_TIMEOUT, 0, "SECONDS",
+     "reconnect when lines in flight get no reply for this long "
+     "(default 30)"},
+    {"drain-timeout", O_DRAIN_TIMEOUT, 0, "SECONDS",
+     "on SIGTERM or SIGINT, longest wait for outstanding acknowledgements "
+     "before exiting (default 5)"},
+    {"seed", O_SEED, 0, "N",
+     "seed of the random walks and the jitter, for reproducible runs "
+     "(default: from the clock and the pid)"},
+    {"quiet", O_QUIET, 'q', NULL,
+     "no per-reading or per-acknowledgement lines on stdout"},
+    {"verbose", O_VERBOSE, 'v', NULL, "debug messages on stderr"},
+    {"help", O_HELP, 'h', NULL, "show this help and exit"},
+    {"version", O_VERSION, 'V', NULL, "show the version and exit"},
+};
+
+#define N_OPTS (sizeof(opts) / sizeof(opts[0]))
+
+const char *
+options_version(void)
+{
+    return SENSORNET_VERSION;
+}
+
+void
+options_usage(FILE *out)
+{
+    size_t i;
+
+    fprintf(out,
+            "Usage: sensornet-client [OPTIONS]\n"
+            "Simulated sensor and load generator for sensornet-server.\n"
+            "Sends readings, resends whatever the server has not "
+            "acknowledged after\na reconnect, and never gives up on the "
+            "server.\n\nOptions:\n");
+    for (i = 0; i < N_OPTS; i++) {
+        char left[48];
+
+        if (opts[i].short_name != 0)
+            snprintf(left, sizeof(left), "-%c, --%s%s%s", opts[i].short_name,
+                     opts[i].name, opts[i].arg ? " " : "",
+                     opts[i].arg ? opts[i].arg : "");
+        else
+            snprintf(left, sizeof(left), "    --%s%s%s", opts[i].name,
+                     opts[i].arg ? " " : "", opts[i].arg ? opts[i].arg : "");
+        fprintf(out, "  %-26s %s\n", left, opts[i].help);
+    }
+    fprintf(out,
+            "\nOutput: per-reading and connection lines on stdout; at exit "
+            "one line\n  sensornet-client: produced=N acked=N refused=N "
+            "pending=N\nExit status: 0 when --count is reached or after a "
+            "signal, 2 on bad usage.\n");
+}
+
+static int
+fail(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+fail(char *err, size_t err_len, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+    return OPTIONS_E_USAGE;
+}
+
+/* A whole decimal number in [min, max], digits only. */
+static int
+parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    unsigned long long v;
+
+    if (s[0] < '0' || s[0] > '9')
+        return -EINVAL;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return -ERANGE;
+    *out = v;
+    return 0;
+}
+
+/* Seconds with an optional fraction ("2", "0.5", ".25") in [min, max],
+ * returned in ns. No sign, exponent, hex, inf or nan. */
+static int
+parse_seconds(const char *s, double min, double max, int64_t *out_ns)
+{
+    char *end;
+    double v;
+    size_t i;
+
+    if (s[0] == '\0')
+        return -EINVAL;
+    for (i = 0; s[i] != '\0'; i++) {
+        if ((s[i] < '0' || s[i] > '9') && s[i] != '.')
+            return -EINVAL;
+    }
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno != 0 || *end != '\0' || !isfinite(v) || v < min || v > max)
+        return -ERANGE;
+    *out_ns = (int64_t)llround(v * 1e9);
+    return 0;
+}
+
+/* "HOST:PORT" or "[V6]:PORT" with a non-empty host and a port 1..65535.
+ * Resolution happens later (and again on reconnect), not here. */
+static bool
+hostport_valid(const char *s)
+{
+    const char *port;
+    uint64_t p;
+
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+
+        if (close == NULL || close == s + 1 || close[1] != ':')
+            return false;
+        port = close + 2;
+    } else {
+        const char *colon = strrchr(s, ':');
+
+        if (colon == NULL || colon == s || strchr(s, ':') != colon)
+            return false;
+        port = colon + 1;
+    }
+    return parse_uint(port, 1, 65535, &p) == 0 && strlen(port) <= 5;
+}
+
+static void
+set_defaults(struct client_conf *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->server = "127.0.0.1:5000";
+    c->kind = SIM_TEMPERATURE;
+    c->id = NULL;
+    c->interval_ns = -1;
+    c->count = 0;
+    c->format = WIRE_INFLUX;
+    c->sensors = 1;
+    c->window = 1000;
+    c->max_pending = 100000;
+    c->backoff_max_ms = 30000;
+    c->ack_timeout_ms = 30000;
+    c->drain_timeout_ms = 5000;
+}
+
+static size_t
+n_digits(uint32_t v)
+{
+    size_t n = 1;
+
+    while (v >= 10) {
+        v /= 10;
+        n++;
+    }
+    return n;
+}
+
+/* Checks that need every option known. */
+static int
+finish(struct client_conf *c, char *err, size_t err_len)
+{
+    const struct sim_kind_info *k = sim_kind_info(c->kind);
+    size_t id_max = WIRE_ID_MAX;
+
+    if (c->id == NULL)
+        c->id = k->default_id;
+    if (c->interval_ns < 0)
+        c->interval_ns = k->interval_ms * 1000000;
+    if (c->sensors > 1)
+        id_max -= 1 + n_digits(c->sensors);
+    if (!wire_id_valid(c->id) || strlen(c->id) > id_max)
+        return fail(err, err_len,
+                    "--id '%s': 1 to %zu bytes, without spaces, control "
+                    "bytes, commas, '=', quotes or backslashes",
+                    c->id, id_max);
+    return OPTIONS_RUN;
+}
+
+static int
+set_seconds(const char *name, const char *arg, double min, double max,
+            int64_t *ms, char *err, size_t err_len)
+{
+    int64_t ns;
+
+    if (parse_seconds(arg, min, max, &ns) < 0)
+        return fail(err, err_len, "--%s '%s': seconds from %g to %g", name,
+                    arg, min, max);
+    *ms = ns / 1000000;
+    return 0;
+}
+
+static int
+set_uint32(const char *name, const char *arg, uint64_t min, uint64_t max,
+           uint32_t *out, char *err, size_t err_len)
+{
+    uint64_t v;
+
+    if (parse_uint(arg, min, max, &v) < 0)
+        return fail(err, err_len, "--%s '%s': a whole number from %llu to %llu",
+                    name, arg, (unsigned long long)min,
+                    (unsigned long long)max);
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* Apply one option; returns 0, OPTIONS_EXIT or OPTIONS_E_USAGE. */
+static int
+apply(struct client_conf *c, const struct opt *o, const char *arg, FILE *out,
+      char *err, size_t err_len)
+{
+    switch (o->id) {
+    case O_SERVER:
+        if (!hostport_valid(arg))
+            return fail(err, err_len,
+                        "--server '%s': expected HOST:PORT or [ADDRESS]:PORT "
+                        "with a port from 1 to 65535",
+                        arg);
+        c->server = arg;
+        return 0;
+    case O_KIND:
+        if (sim_kind_parse(arg, &c->kind) < 0)
+            return fail(err, err_len,
+                        "--kind '%s': expected temperature or humidity", arg);
+        return 0;
+    case O_ID:
+        c->id = arg;
+        return 0;
+    case O_INTERVAL:
+        if (parse_seconds(arg, 0, 86400, &c->interval_ns) < 0)
+            return fail(err, err_len,
+                        "--interval '%s': seconds from 0 to 86400", arg);
+        return 0;
+    case O_COUNT:
+        if (parse_uint(arg, 0, UINT64_C(1) << 62, &c->count) < 0)
+            return fail(err, err_len, "--count '%s': a whole number", arg);
+        return 0;
+    case O_FORMAT:
+        if (wire_format_parse(arg, &c->format) < 0)
+            return fail(err, err_len,
+                        "--format '%s': expected influx, text or original",
+                        arg);
+        return 0;
+    case O_SENSORS:
+        return set_uint32(o->name, arg, 1, OPTIONS_SENSORS_MAX, &c->sensors,
+                          err, err_len);
+    case O_WINDOW:
+        return set_uint32(o->name, arg, 1, OPTIONS_WINDOW_MAX, &c->window, err,
+                          err_len);
+    case O_MAX_PENDING:
+        return set_uint32(o->name, arg, 1, PENDING_MAX_LIMIT, &c->max_pending,
+                          err, err_len);
+    case O_BACKOFF_MAX:
+        return set_seconds(o->name, arg, 0.1, 3600, &c->backoff_max_ms, err,
+                           err_len);
+    case O_ACK_TIMEOUT:
+        return set_seconds(o->name, arg, 0.1, 3600, &c->ack_timeout_ms, err,
+                           err_len);
+    case O_DRAIN_TIMEOUT:
+        return set_seconds(o->name, arg, 0, 3600, &c->drain_timeout_ms, err,
+                           err_len);
+    case O_SEED:
+        if (parse_uint(arg, 0, UINT64_MAX, &c->seed) < 0)
+            return fail(err, err_len, "--seed '%s': a whole number", arg);
+        c->seed_set = true;
+        return 0;
+    case O_QUIET:
+        c->quiet = true;
+        return 0;
+    case O_VERBOSE:
+        c->verbose = true;
+        return 0;
+    case O_HELP:
+        options_usage(out);
+        return OPTIONS_EXIT;
+    case O_VERSION:
+        fprintf(out, "sensornet-client %s\n", SENSORNET_VERSION);
+        return OPTIONS_EXIT;
+    }
+    return fail(err, err_len, "internal error: option %d", (int)o->id);
+}
+
+int
+options_parse(struct client_conf *conf, int argc, char **argv, FILE *out,
+             char *err, size_t err_len)
+{
+    struct option longopts[N_OPTS + 1];
+    char shortopts[2 * N_OPTS + 2];
+    size_t i, s = 0;
+    int ch, idx, rc;
+
+    set_defaults(conf);
+    shortopts[s++] = ':'; /* report a missing argument as ':' */
+    for (i = 0; i < N_OPTS; i++) {
+        longopts[i] = (struct option){
+            .name = opts[i].name,
+            .has_arg = opts[i].arg ? required_argument : no_argument,
+            .flag = NULL,
+            .val = 256 + (int)i,
+        };
+        if (opts[i].short_name != 0) {
+            shortopts[s++] = opts[i].short_name;
+            if (opts[i].arg)
+                shortopts[s++] = ':';
+        }
+    }
+    longopts[N_OPTS] = (struct option){0};
+    shortopts[s] = '\0';
+
+    optind = 0; /* glibc: full reset, so tests may parse several times */
+    opterr = 0;
+    for (;;) {
+        const struct opt *o = NULL;
+
+        idx = -1;
+        ch = getopt_long(argc, argv, shortopts, longopts, &idx);
+        if (ch == -1)
+            break;
+        if (ch == '?')
+            return optopt != 0
+                       ? fail(err, err_len, "unknown option '-%c'", optopt)
+                       : fail(err, err_len, "unknown option '%s'",
+                              argv[optind - 1]);
+        if (ch == ':')
+            return fail(err, err_len, "option '%s' needs a value",
+                        argv[optind - 1]);
+        if (ch >= 256) {
+            o = &opts[ch - 256];
+        } else {
+            for (i = 0; i < N_OPTS; i++) {
+                if (opts[i].short_name == ch)
+                    o = &opts[i];
+            }
+        }
+        if (o == NULL)
+            return fail(err, err_len, "unknown option");
+        rc = apply(conf, o, optarg, out, err, err_len);
+        if (rc != 0)
+            return rc;
+    }
+    if (optind < argc)
+        return fail(err, err_len, "unexpected argument '%s'", argv[optind]);
+    return finish(conf, err, err_len);
+}

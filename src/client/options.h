@@ -1,0 +1,64 @@
+/*
+ * options: sensornet-client's command line. One table drives getopt_long,
+ * the defaults, the limits and --help, so they cannot drift apart.
+ *
+ * options_parse() fills a struct client_conf from argv and checks every
+ * value; main() then only acts on it. Strings borrow from argv.
+ * Not thread-safe (getopt): call once, from main, before anything else.
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef SN_CLIENT_OPTIONS_H
+#define SN_CLIENT_OPTIONS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "client/sim.h"
+#include "client/wire.h"
+
+#define OPTIONS_ERR_LEN 256
+#define OPTIONS_SENSORS_MAX 100000
+#define OPTIONS_WINDOW_MAX 1000000
+
+struct client_conf {
+    const char *server;        /* "HOST:PORT", borrowed */
+    enum sim_kind kind;
+    const char *id;            /* base id: --id or the kind's default */
+    int64_t interval_ns;       /* 0: as fast as the window allows */
+    uint64_t count;            /* acked readings per sensor; 0: no limit */
+    enum wire_format format;
+    uint32_t sensors;          /* >= 1 */
+    uint32_t window;           /* lines in flight per connection */
+    uint32_t max_pending;      /* readings kept per sensor */
+    int64_t backoff_max_ms;
+    int64_t ack_timeout_ms;    /* lines in flight without reply: reconnect */
+    int64_t drain_timeout_ms;  /* on SIGTERM/SIGINT */
+    bool quiet;                /* no per-reading lines */
+    bool verbose;              /* debug messages on stderr */
+    bool seed_set;
+    uint64_t seed;
+};
+
+enum options_rc {
+    OPTIONS_RUN = 0,         /* conf filled: run */
+    OPTIONS_EXIT = 1,        /* --help or --version printed: exit 0 */
+    OPTIONS_E_USAGE = -1,    /* bad usage, message in err: exit 2 */
+};
+
+/*
+ * Parse argv into conf (defaults first). --help and --version print to
+ * out. Returns an enum options_rc; on OPTIONS_E_USAGE err holds one line
+ * without the program name.
+ */
+int options_parse(struct client_conf *conf, int argc, char **argv, FILE *out,
+                 char *err, size_t err_len);
+
+/* The --help text. */
+void options_usage(FILE *out);
+
+/* The version string printed by --version. */
+const char *options_version(void);
+
+#endif
