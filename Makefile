@@ -49,12 +49,13 @@ CLIENT_MOD := $(filter-out $(BUILD)/src/client/main.o,$(CLIENT_OBJ))
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 LIBSN      := $(BUILD)/libsensornet.a
 
+BENCH_BIN  := $(BUILD)/loadgen
 SERVER_BIN := $(BUILD)/sensornet-server
 CLIENT_BIN := $(BUILD)/sensornet-client
 
 .PHONY: all test check unit demo install uninstall clean fuzz fuzz-run bench \
         deps dist asan
-all: $(SERVER_BIN) $(CLIENT_BIN)
+all: $(SERVER_BIN) $(CLIENT_BIN) $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -76,6 +77,10 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(SERVER_MOD) $(CLIENT_MOD) $(LIBSN)
 	$(CC) $(CFLAGS) $(LDFLAGS) -pthread -o $@ $^ $(PKG_LIBS) -lcmocka -lm
 
 unit: $(UNIT_BIN)
+
+# Benchmark tools: same library, own binaries.
+$(BUILD)/loadgen: $(BUILD)/bench/loadgen.o $(LIBSN)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -lm
 
 # The whole suite: dependencies, a sanitizer build, then pytest runs the unit
 # binaries and the integration tests against that build.

@@ -60,8 +60,9 @@ static const struct opt opts[] = {
      "readings per batch; a commit starts at once when this many wait"},
     {"threads", OPT_UINT, "0", F(threads), 0, 256, 0, "N",
      "network threads (event loops); 0: one per core"},
-    {"max-connections", OPT_UINT, "50000", F(max_conns), 1, 10000000, 0, "N",
-     "sensor connections; past it new ones get 'ERR server full'"},
+    {"max-connections", OPT_UINT, "0", F(max_conns), 0, 10000000, 0, "N",
+     "sensor connections; past it new ones get 'ERR server full'; 0: as "
+     "many as the open-file limit allows (raised to its hard maximum)"},
     {"max-line", OPT_UINT, "4096", F(max_line), 64, PROTO_MAX_LINE_LIMIT, 0,
      "BYTES", "longest line; longer ones get ERR and are skipped"},
     {"silence", OPT_DUR, "100ms", F(silence_ms), 1, 60000, 1, "TIME",

@@ -433,6 +433,10 @@ conn_line(struct conn *c, const char *p, size_t len)
         return LINE_AGAIN;
     c->n_lines++;
     rc = proto_parse_line(p, len, NULL, w->pl);
+    if (rc == PROTO_E_EMPTY) {
+        c->n_lines--; /* only spaces, or a '#' comment: not a line */
+        return LINE_OK;
+    }
     if (rc != PROTO_OK) {
         reply_err(c, lineno, proto_strerror(rc));
         log_received_raw(c, p, len);
@@ -677,12 +681,18 @@ void
 conn_silence_expired(struct conn *c)
 {
     struct worker *w = c->w;
+    char last;
     int rc;
 
     if (list_linked(&c->l_silence))
         list_del(&c->l_silence);
     if ((c->flags & (CONN_F_LINEMODE | CONN_F_CLOSING | CONN_F_THROTTLED)) ||
         c->in_len == 0)
+        return;
+    /* Only one whole reading that ends with its unit: bytes cut inside
+     * the number ("...: 25.3" of "25.34°C") must not pass for a message. */
+    last = c->in[c->in_len - 1];
+    if ((last >= '0' && last <= '9') || last == '.')
         return;
     rc = proto_parse_text(c->in, c->in_len, w->pl);
     if (rc != PROTO_OK)

@@ -31,7 +31,8 @@
 /* File descriptors kept for listeners, the database, log.txt, eventfds. */
 #define FD_MARGIN 256
 
-/* Raise RLIMIT_NOFILE to fit max_conns; lower max_conns if we cannot. */
+/* Raise RLIMIT_NOFILE to fit max_conns; lower max_conns if we cannot.
+ * max_conns 0 means: whatever the hard limit allows. */
 static void
 raise_nofile(struct server_conf *cf)
 {
@@ -40,6 +41,15 @@ raise_nofile(struct server_conf *cf)
 
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
         return;
+    if (cf->max_conns == 0) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+        cf->max_conns = rl.rlim_cur > 2 * FD_MARGIN
+                            ? (uint64_t)rl.rlim_cur - FD_MARGIN
+                            : (uint64_t)rl.rlim_cur / 2;
+        return;
+    }
     if (rl.rlim_cur >= want)
         return;
     if (rl.rlim_max < want) {
@@ -249,9 +259,10 @@ main(int argc, char **argv)
         }
         started++;
     }
-    log_info("listening on %s (and %zu more), %d threads, store %s, "
-             "fsync %s",
-             cf.listen[0], cf.n_listen - 1, n_threads, cf.postgres != NULL ? "postgresql" : "sqlite",
+    log_info("listening on %s (and %zu more), %d threads, at most %llu "
+             "connections, store %s, fsync %s",
+             cf.listen[0], cf.n_listen - 1, n_threads,
+             (unsigned long long)cf.max_conns, cf.postgres != NULL ? "postgresql" : "sqlite",
              cf.fsync == STORE_FSYNC_ALWAYS  ? "always"
              : cf.fsync == STORE_FSYNC_BATCH ? "batch"
                                              : "off");
