@@ -415,6 +415,13 @@ conn_line(struct conn *c, const char *p, size_t len)
     }
     if (len == 0)
         return LINE_OK; /* blank lines are not counted */
+    if (len == 4 && memcmp(p, "PING", 4) == 0) {
+        /* Application keepalive: answered at once, never counted, so a
+         * client learns within one round trip that the path is alive. */
+        out_append(c, "PONG\n", 5);
+        c->ok_off = SIZE_MAX;
+        return LINE_OK;
+    }
     lineno = c->n_lines + 1;
     if (len > w->conf->max_line) {
         c->n_lines++;

@@ -399,3 +399,28 @@ def test_sighup_reopens_log(server, tmp_path):
     c.send("Sensor1 - Temperatura: 21C\n")
     c.wait_ok(2)
     assert received(srv) == ["Sensor1 - Temperatura: 21°C"]
+
+
+def test_ping_is_answered_and_not_counted(server):
+    srv = server()
+    c = LineConn(srv.connect())
+    c.send("PING\n")
+    assert c.readline() == "PONG"
+    c.send("Sensor1 - Temperatura: 20C\nPING\nbad\n")
+    lines = [c.readline() for _ in range(3)]
+    assert lines == ["PONG", "ERR 2 syntax error", "OK 1"] or \
+        sorted(lines) == sorted(["PONG", "ERR 2 syntax error", "OK 1"])
+    assert received(srv) == ["Sensor1 - Temperatura: 20°C", "bad"]
+
+
+def test_message_cut_inside_its_number_is_not_taken(server):
+    """The silence rule wants the unit: "...: 25.3" may be half of 25.34."""
+    srv = server("--silence", "30ms")
+    s = srv.connect()
+    s.sendall(b"Sensor1 - Temperatura: 25.3")
+    s.settimeout(0.3)
+    with pytest.raises(socket.timeout):
+        s.recv(100)
+    s.sendall("4°C".encode())
+    assert recv_exactly(s, len(ORIGINAL_REPLY)) == ORIGINAL_REPLY
+    assert received(srv) == ["Sensor1 - Temperatura: 25.34°C"]
