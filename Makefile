@@ -25,14 +25,16 @@ ifeq ($(WERROR),1)
   WARN += -Werror
 endif
 ifdef SANITIZER
-  CFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
-  LDFLAGS += -fsanitize=$(SANITIZER)
+  SAN_FLAGS = -fsanitize=$(SANITIZER) -fno-omit-frame-pointer \
+              -fno-sanitize-recover=all
 endif
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 INC         = -Ilib -Isrc
-ALL_CFLAGS  = $(WARN) $(INC) $(PKG_CFLAGS) $(CFLAGS) -pthread
+ALL_CFLAGS  = $(WARN) $(INC) $(PKG_CFLAGS) $(CFLAGS) $(SAN_FLAGS) \
+              $(EXTRA_CFLAGS) -pthread
+LINK        = $(CC) $(CFLAGS) $(SAN_FLAGS) $(LDFLAGS) -pthread
 
 LIB_SRC    := $(sort $(wildcard lib/*/*.c))
 SERVER_SRC := $(sort $(wildcard src/server/*.c))
@@ -67,20 +69,20 @@ $(LIBSN): $(LIB_OBJ)
 	$(AR) rcs $@ $^
 
 $(SERVER_BIN): $(SERVER_OBJ) $(LIBSN)
-	$(CC) $(CFLAGS) $(LDFLAGS) -pthread -o $@ $^ $(PKG_LIBS) -lm
+	$(LINK) -o $@ $^ $(PKG_LIBS) -lm
 
 $(CLIENT_BIN): $(CLIENT_OBJ) $(LIBSN)
-	$(CC) $(CFLAGS) $(LDFLAGS) -pthread -o $@ $^ $(PKG_LIBS) -lm
+	$(LINK) -o $@ $^ $(PKG_LIBS) -lm
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(SERVER_MOD) $(CLIENT_MOD) $(LIBSN)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -pthread -o $@ $^ $(PKG_LIBS) -lcmocka -lm
+	$(LINK) -o $@ $^ $(PKG_LIBS) -lcmocka -lm
 
 unit: $(UNIT_BIN)
 
 # Benchmark tools: same library, own binaries.
 $(BUILD)/loadgen: $(BUILD)/bench/loadgen.o $(LIBSN)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -lm
+	$(LINK) -o $@ $^ -lm
 
 # The whole suite: dependencies, a sanitizer build, then pytest runs the unit
 # binaries and the integration tests against that build.
@@ -115,10 +117,10 @@ FUZZ_BUILD = build/fuzz
 FUZZ_BIN   = $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
 fuzz:
 	$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=clang \
-	    SANITIZER=address,undefined CFLAGS="-O1 -g -fsanitize=fuzzer-no-link" \
-	    $(FUZZ_BIN)
+	    SANITIZER=address,undefined CFLAGS="-O1 -g" \
+	    EXTRA_CFLAGS=-fsanitize=fuzzer-no-link $(FUZZ_BIN)
 $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(SERVER_MOD) $(LIBSN)
-	$(CC) $(CFLAGS) $(LDFLAGS) -fsanitize=fuzzer -pthread -o $@ $^ $(PKG_LIBS) -lm
+	$(LINK) -fsanitize=fuzzer -o $@ $^ $(PKG_LIBS) -lm
 
 # Run every fuzz target for FUZZ_SECONDS each (default 20) on its corpus.
 FUZZ_SECONDS ?= 20
@@ -127,5 +129,8 @@ fuzz-run: fuzz
 
 clean:
 	rm -rf build
+
+# Keep objects that pattern chains would delete as intermediates.
+.SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -335,6 +335,33 @@ load_file(struct server_conf *c, const char *path, char *err, size_t len)
     return rc;
 }
 
+/* Print text word-wrapped between column indent (already reached) and
+ * width. */
+static void
+wrap(FILE *out, const char *text, int indent, int width)
+{
+    const char *p = text;
+    int col = indent;
+
+    while (*p != '\0') {
+        int w = (int)strcspn(p, " ");
+
+        if (col > indent && col + 1 + w > width) {
+            fprintf(out, "\n%*s", indent, "");
+            col = indent;
+        } else if (col > indent) {
+            fputc(' ', out);
+            col++;
+        }
+        fprintf(out, "%.*s", w, p);
+        col += w;
+        p += w;
+        while (*p == ' ')
+            p++;
+    }
+    fputc('\n', out);
+}
+
 void
 config_usage(FILE *out)
 {
@@ -351,16 +378,19 @@ config_usage(FILE *out)
             "  -V, --version            print the version and exit\n"
             "  -h, --help               print this help and exit\n");
     for (i = 0; i < N_OPTS; i++) {
-        char left[64];
+        char left[64], text[512];
 
         if (strcmp(opts[i].name, "verbose") == 0)
             continue;
         snprintf(left, sizeof(left), "--%s%s%s", opts[i].name,
                  opts[i].arg ? " " : "", opts[i].arg ? opts[i].arg : "");
-        fprintf(out, "      %-24s %s", left, opts[i].help);
         if (opts[i].def != NULL && opts[i].type != OPT_BOOL)
-            fprintf(out, " [%s]", opts[i].def);
-        fprintf(out, "\n");
+            snprintf(text, sizeof(text), "%s [%s]", opts[i].help,
+                     opts[i].def);
+        else
+            snprintf(text, sizeof(text), "%s", opts[i].help);
+        fprintf(out, "      %-24s ", left);
+        wrap(out, text, 31, 79);
     }
     fprintf(out,
             "\nTIME is a number with a unit (ms, s, m, h, d, w). Every option "
