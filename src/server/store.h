@@ -37,6 +37,9 @@ struct store_conf {
     const char *postgres;     /* --postgres CONNINFO, or NULL */
     enum store_fsync fsync;
     unsigned flags;           /* STORE_F_* */
+    /* Most (sensor, quantity) -> series id entries a store keeps in memory
+     * (about 150 bytes each); 0 means the default, 1048576. */
+    size_t series_cache;
 };
 
 /* One reading to store. Borrowed: the store copies what it keeps. */
