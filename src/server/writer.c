@@ -24,6 +24,8 @@
 #define RETRY_MAX_MS 2000
 #define RETENTION_EVERY_MS 1000
 #define RETENTION_STEP_ROWS 2000
+/* Most readings in one transaction. */
+#define GROUP_MAX 262144
 
 struct writer {
     pthread_t thread;
@@ -42,6 +44,7 @@ struct writer {
     struct store *st;
     struct logfile *lf;
     int64_t last_arrival_ns;
+    uint64_t n_invalid;
     int64_t stop_ms;
     int64_t next_retention_ms;
     struct log_ratelimit err_rl;
@@ -121,6 +124,13 @@ store_group(struct writer *w, struct batch *list)
     for (b = list; b != NULL; b = b->next) {
         for (i = 0; i < b->n_readings; i++) {
             rc = store_append(w->st, &b->readings[i]);
+            if (rc == STORE_E_INVAL) {
+                /* This one reading is refused, the transaction goes on:
+                 * retrying it would fail forever. The parser never lets
+                 * such a reading through; count it if one ever comes. */
+                w->n_invalid++;
+                continue;
+            }
             if (rc < 0)
                 goto fail;
         }
@@ -211,6 +221,7 @@ commit_group(struct writer *w, struct batch *list, size_t n_readings)
     w->stats.healthy = true;
     w->stats.commits++;
     w->stats.readings += n_readings;
+    w->stats.invalid = w->n_invalid;
     w->stats.last_commit_ns = clock_mono_ns() - t0;
     pthread_mutex_unlock(&w->mu);
     return 0;
@@ -245,7 +256,7 @@ static void *
 writer_main(void *arg)
 {
     struct writer *w = arg;
-    struct batch *list, *b, *next;
+    struct batch *list, *b, *next, *last;
     size_t n;
     bool reopen, failed;
 
@@ -279,11 +290,22 @@ writer_main(void *arg)
                    clock_mono_ns() < deadline)
                 wait_until_ns(w, deadline);
         }
+        /* Take whole batches, at most GROUP_MAX readings (at least one
+         * batch): a bounded transaction, and a bounded COPY buffer for
+         * PostgreSQL. */
         list = w->q_head;
-        n = w->q_readings;
-        w->q_head = w->q_tail = NULL;
-        w->q_readings = 0;
-        w->q_batches = 0;
+        n = 0;
+        for (b = list, last = NULL; b != NULL; last = b, b = b->next) {
+            if (last != NULL && n + b->n_readings > GROUP_MAX)
+                break;
+            n += b->n_readings;
+            w->q_batches--;
+        }
+        last->next = NULL;
+        w->q_head = b;
+        if (b == NULL)
+            w->q_tail = NULL;
+        w->q_readings -= n;
         reopen = w->reopen;
         w->reopen = false;
         pthread_mutex_unlock(&w->mu);

@@ -33,6 +33,7 @@ struct writer_stats {
     uint64_t commits;
     uint64_t readings;
     uint64_t errors;
+    uint64_t invalid;       /* readings the store refused one by one */
     uint64_t retention_deleted;
     uint64_t queued_batches;
     int64_t last_commit_ns; /* duration of the last commit */
