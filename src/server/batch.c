@@ -104,21 +104,20 @@ batch_add(struct batch *b, const struct proto_reading *r, bool has_ts,
 }
 
 bool
-batch_ack(struct batch *b, struct conn *c, uint64_t n_accepted,
-          uint32_t n_orig)
+batch_ack(struct batch *b, void *who, uint64_t n_accepted, uint32_t n_orig)
 {
     struct batch_ack *a;
 
     /* Lines of one connection arrive together, so checking the last entry
      * coalesces almost every acknowledgement. */
-    if (b->n_acks > 0 && b->acks[b->n_acks - 1].conn == c) {
+    if (b->n_acks > 0 && b->acks[b->n_acks - 1].who == who) {
         a = &b->acks[b->n_acks - 1];
         a->n_accepted = n_accepted;
         a->n_orig += n_orig;
         return false;
     }
     a = &b->acks[b->n_acks++];
-    a->conn = c;
+    a->who = who;
     a->n_accepted = n_accepted;
     a->n_orig = n_orig;
     return true;

@@ -21,12 +21,12 @@
 #include "proto/proto.h"
 #include "server/store.h"
 
-struct conn;
 struct batch;
 
-/* How far a committed batch acknowledges one connection. */
+/* How far a committed batch acknowledges one connection (or, for the HTTP
+ * API, one request): who is whatever the batch's owner put there. */
 struct batch_ack {
-    struct conn *conn;
+    void *who;
     uint64_t n_accepted; /* lines accepted up to the last one in the batch */
     uint32_t n_orig;     /* original-form messages to answer */
 };
@@ -68,10 +68,10 @@ bool batch_room(const struct batch *b, size_t n, size_t log_bytes);
 void batch_add(struct batch *b, const struct proto_reading *r, bool has_ts,
                int64_t ts_ns, int64_t recv_ns, const char *peer);
 
-/* Record that conn's acknowledgement may go to n_accepted lines and
- * n_orig more original-form replies once this batch commits. Returns true
- * when a new entry was made (the caller takes a conn reference then). */
-bool batch_ack(struct batch *b, struct conn *c, uint64_t n_accepted,
+/* Record that who's acknowledgement may go to n_accepted lines and n_orig
+ * more original-form replies once this batch commits. Returns true when a
+ * new entry was made (the caller takes a reference on who then). */
+bool batch_ack(struct batch *b, void *who, uint64_t n_accepted,
                uint32_t n_orig);
 
 /* Space for log.txt text: returns a pointer to at least want free bytes,

@@ -94,7 +94,7 @@ batch_returned(struct worker *w, struct batch *b)
     size_t i;
 
     for (i = 0; i < b->n_acks; i++) {
-        struct conn *c = b->acks[i].conn;
+        struct conn *c = b->acks[i].who;
 
         if (!b->failed)
             conn_ack(c, b->acks[i].n_accepted, b->acks[i].n_orig);
