@@ -428,16 +428,18 @@ parse_text_form(const char *b, const char *e, struct proto_line *out,
     int q, rc;
 
     *looks = false;
-    if ((size_t)(e - b) >= 2 && b[0] == '-' && b[1] == ' ') {
-        /* " - x: 1" with its leading blank trimmed: an empty sensor. */
+    dash = find_dash(b, e);
+    if (dash != NULL) {
+        sensor_end = dash;
+        qb = dash + 3;
+    } else if ((size_t)(e - b) >= 2 && b[0] == '-' && b[1] == ' ') {
+        /* " - x: 1" with its leading blank trimmed: an empty sensor. Only
+         * when no " - " follows, so that the sensor "-" ("- - x: 1", the
+         * human form of "-\t - x: 1") keeps parsing the same. */
         sensor_end = b;
         qb = b + 2;
     } else {
-        dash = find_dash(b, e);
-        if (dash == NULL)
-            return PROTO_E_SYNTAX;
-        sensor_end = dash;
-        qb = dash + 3;
+        return PROTO_E_SYNTAX;
     }
     colon = memchr(qb, ':', (size_t)(e - qb));
     if (colon == NULL)
