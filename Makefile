@@ -130,6 +130,9 @@ fuzz-run: fuzz
 clean:
 	rm -rf build
 
+# make dist: the source tarball deploy/bootstrap.sh installs.
+include deploy/dist.mk
+
 # Keep objects that pattern chains would delete as intermediates.
 .SECONDARY:
 

@@ -8,7 +8,8 @@ set -euo pipefail
 build_pkgs=(build-essential pkg-config libsqlite3-dev libpq-dev
             libmicrohttpd-dev libjansson-dev libssl-dev)
 test_pkgs=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest
-           postgresql sqlite3 curl iproute2 procps)
+           python3-yaml postgresql sqlite3 curl iproute2 procps nftables
+           yamllint shellcheck haproxy systemd git nodejs)
 
 want=("${build_pkgs[@]}")
 if [ "${1:-}" = "--test" ]; then
@@ -22,6 +23,11 @@ for p in "${want[@]}"; do
         missing+=("$p")
     fi
 done
+# npm: Debian's own package, unless the installed nodejs bundles it.
+if [ "${1:-}" = "--test" ] && ! command -v npm >/dev/null 2>&1 &&
+        ! printf '%s\n' "${missing[@]}" | grep -qx nodejs; then
+    missing+=(npm)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "sensornet: installing Debian packages: ${missing[*]}" >&2
@@ -37,3 +43,6 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [ "${1:-}" = "--test" ] && ! command -v npm >/dev/null 2>&1; then
+    $sudo apt-get install -y -qq --no-install-recommends npm >/dev/null
+fi

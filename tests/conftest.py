@@ -180,7 +180,10 @@ class LineConn:
                 raise AssertionError("no reply line within %ss (have %r)"
                                      % (timeout, self.buf))
             self.s.settimeout(left)
-            chunk = self.s.recv(65536)
+            try:
+                chunk = self.s.recv(65536)
+            except socket.timeout:
+                continue           # the deadline check above reports it
             if not chunk:
                 raise AssertionError("connection closed (have %r)" % self.buf)
             self.buf += chunk

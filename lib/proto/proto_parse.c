@@ -460,6 +460,11 @@ parse_text_form(const char *b, const char *e, struct proto_line *out,
     if (!text_name(b, sensor_end, PROTO_MAX_NAME, &sensor) ||
         !text_name(qb, colon, PROTO_MAX_NAME, &qname))
         return PROTO_E_NAME;
+    /* A sensor ending in " -" ("a  -\t - q: 1") would come back from its
+     * human form "a  - - q: 1" as the sensor "a": refuse it. */
+    if (sensor.len >= 2 && sensor.p[sensor.len - 1] == '-' &&
+        sensor.p[sensor.len - 2] == ' ')
+        return PROTO_E_NAME;
 
     /* The unit: one word that cannot be mistaken for more of the number
      * or for line protocol (no blanks, commas, '=', quotes, backslashes). */
