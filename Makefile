@@ -132,6 +132,8 @@ clean:
 
 # make dist: the source tarball deploy/bootstrap.sh installs.
 include deploy/dist.mk
+# make bench: the benchmarks and their references (docs/performance.md).
+include bench/bench.mk
 
 # Keep objects that pattern chains would delete as intermediates.
 .SECONDARY:

@@ -2,6 +2,7 @@
 # Install the Debian 12 packages sensornet needs, only those missing.
 #   scripts/deps.sh          build and run (make, make demo)
 #   scripts/deps.sh --test   also what the test suite needs
+#   scripts/deps.sh --bench  also what make bench needs (references included)
 # Runs apt-get as root, or through sudo for a user who has it.
 set -euo pipefail
 
@@ -9,12 +10,16 @@ build_pkgs=(build-essential pkg-config libsqlite3-dev libpq-dev
             libmicrohttpd-dev libjansson-dev libssl-dev)
 test_pkgs=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest
            python3-yaml postgresql sqlite3 curl iproute2 procps nftables
-           yamllint shellcheck haproxy systemd git nodejs)
+           yamllint shellcheck haproxy systemd git nodejs collectd-core)
+
+bench_pkgs=(gnuplot-nox influxdb mosquitto linux-perf postgresql sqlite3
+            python3 procps)
 
 want=("${build_pkgs[@]}")
-if [ "${1:-}" = "--test" ]; then
-    want+=("${test_pkgs[@]}")
-fi
+case "${1:-}" in
+--test) want+=("${test_pkgs[@]}") ;;
+--bench) want+=("${bench_pkgs[@]}") ;;
+esac
 
 missing=()
 for p in "${want[@]}"; do
