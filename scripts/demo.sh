@@ -33,9 +33,9 @@ for _ in $(seq 100); do
     fi
     sleep 0.1
 done
-"$bin/sensornet-client" --kind temperature --quiet >>"$dir/client1.log" 2>&1 &
+"$bin/sensornet-client" --kind temperature --quiet --spool "$dir/spool" >>"$dir/client1.log" 2>&1 &
 pids+=($!)
-"$bin/sensornet-client" --kind humidity --quiet >>"$dir/client2.log" 2>&1 &
+"$bin/sensornet-client" --kind humidity --quiet --spool "$dir/spool" >>"$dir/client2.log" 2>&1 &
 pids+=($!)
 echo "sensornet demo: server on 127.0.0.1:5000, Sensor1 and Sensor2 sending."
 echo "Showing $dir/log.txt; Ctrl-C stops."

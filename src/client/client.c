@@ -26,15 +26,25 @@
  *   DISCONNECTED -> BACKOFF      connect_start() -> go_backoff()
  *   CONNECTING   -> SENDING      on_connected()
  *   CONNECTING   -> BACKOFF      on_io()/on_timer() -> go_backoff()
- *   SENDING      -> BACKOFF      lost() -> go_backoff()
+ *   SENDING      -> BACKOFF      lost() -> go_backoff() (also: no byte
+ *                                within two --keepalive periods)
  *   BACKOFF      -> DISCONNECTED client_on_timer() (then connect_start())
  *   any          -> DONE         check_done()
  *
- * Readings are produced on schedule in every state (they wait in the
- * pending queue while disconnected, up to --max-pending); every reading is
- * resent after a reconnect until an OK or ERR settles it. Backoff starts
- * over once a connection acknowledged something or stayed up
- * CLIENT_STABLE_MS.
+ * Readings are produced on schedule in every state. With a spool each one
+ * is appended to it first (durable before it is sent: pump() syncs between
+ * formatting and writing, and every entry point syncs before returning),
+ * and moved into the pending queue while that has room (refill()); the
+ * queue's head tells the spool how far everything is settled (settle()).
+ * Without a spool they wait in the pending queue, up to --max-pending.
+ * Every reading is resent after a reconnect until an OK or ERR settles it.
+ * Backoff starts over once a connection acknowledged something or stayed
+ * up CLIENT_STABLE_MS.
+ *
+ * Keepalive (SENDING, not in the original format, whose message mode a
+ * line end would end): nothing received for --keepalive -> send "PING\n"
+ * (keep_alive()); still nothing for as long again -> lost(). TCP keepalive
+ * and TCP_USER_TIMEOUT are set to the same order (tune_keepalive()).
  * SPDX-License-Identifier: MIT
  */
 #include "client/client.h"
@@ -45,6 +55,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -53,6 +65,7 @@
 #include "client/backoff.h"
 #include "client/pending.h"
 #include "client/sim.h"
+#include "client/spool.h"
 #include "client/wire.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -67,6 +80,8 @@
 #define PRODUCE_BURST 1000
 
 #define NS_PER_MS INT64_C(1000000)
+/* A failing spool is retried this often at least. */
+#define SPOOL_RETRY_MS 1000
 
 enum client_state {
     CLIENT_DISCONNECTED = 0,
@@ -89,6 +104,12 @@ struct client {
     struct rng rng; /* jitter */
     struct backoff bo;
     struct pending *pq;
+    struct spool *sp;         /* NULL: --no-spool */
+    uint64_t loaded_seq;      /* last seq moved from the spool into pq */
+    uint64_t evicted_seen;    /* spool_evicted_through() acted upon */
+    bool spool_failing;       /* appends fail: production paused */
+    int64_t spool_fail_ns;    /* the last failure */
+    bool line_mismatch_said;  /* spooled lines in another format: said */
     struct timer tm;
 
     /* Production. */
@@ -96,12 +117,14 @@ struct client {
     bool stalled;        /* queue full: paused, said so once */
     int64_t next_prod_ns; /* monotonic time of the next reading */
     int64_t last_ts_ns;   /* wall-clock stamp of the last reading */
-    uint64_t produced, acked, refused;
+    uint64_t produced, acked, refused, dropped;
 
     /* The current connection or attempt. */
     int64_t deadline_ns;  /* BACKOFF: retry at; CONNECTING: give up at */
     int64_t connected_ns; /* SENDING since */
     int64_t ack_wait_ns;  /* lines in flight without reply since */
+    int64_t last_rx_ns;   /* the last byte received */
+    int64_t ping_ns;      /* keepalive PING sent (or due) at; 0: none */
     bool got_ack;         /* this connection acknowledged something */
     bool was_connected;   /* some earlier connection reached SENDING */
     char peer[NET_HOST_LEN + 8];
@@ -266,7 +289,17 @@ count_allows(const struct client *c)
 {
     uint64_t count = conf_of(c)->count;
 
-    return count == 0 || c->acked + pending_len(c->pq) < count;
+    return count == 0 || c->acked + client_pending(c) < count;
+}
+
+/* The application keepalive applies (not to the original's message mode,
+ * which a line end would end). */
+static int64_t
+keepalive_ns(const struct client *c)
+{
+    if (conf_of(c)->format == WIRE_ORIGINAL)
+        return 0;
+    return conf_of(c)->keepalive_ms * NS_PER_MS;
 }
 
 uint64_t
@@ -343,6 +376,13 @@ reschedule(struct client *c)
     case CLIENT_SENDING:
         if (pending_inflight(c->pq) > 0)
             when = c->ack_wait_ns + conf_of(c)->ack_timeout_ms * NS_PER_MS;
+        if (keepalive_ns(c) > 0) {
+            int64_t ka = (c->ping_ns != 0 ? c->ping_ns : c->last_rx_ns) +
+                         keepalive_ns(c);
+
+            if (ka < when)
+                when = ka;
+        }
         break;
     case CLIENT_DISCONNECTED:
         when = 0; /* at once */
@@ -350,6 +390,14 @@ reschedule(struct client *c)
     }
     if (c->producing && conf_of(c)->interval_ns > 0 && c->next_prod_ns < when)
         when = c->next_prod_ns;
+    /* A spool that cannot be written is tried again within a second even
+     * if nothing else happens (--interval 0 waits for no timer). */
+    if (c->spool_failing && c->producing) {
+        int64_t retry = c->spool_fail_ns + SPOOL_RETRY_MS * NS_PER_MS;
+
+        if (retry < when)
+            when = retry;
+    }
     timers_set(&c->env->timers, &c->tm, when);
 }
 
@@ -359,7 +407,7 @@ check_done(struct client *c)
 {
     const struct client_conf *conf = conf_of(c);
 
-    if (c->state == CLIENT_DONE || pending_len(c->pq) > 0)
+    if (c->state == CLIENT_DONE || client_pending(c) > 0)
         return c->state == CLIENT_DONE;
     if (!(c->env->draining || (conf->count > 0 && c->acked >= conf->count)))
         return false;
@@ -371,10 +419,152 @@ check_done(struct client *c)
     return true;
 }
 
+/* ---- spool ------------------------------------------------------------- */
+
+/* A spool failure: logged at most every 10 s per sensor. */
+static void
+spool_trouble(struct client *c, const char *what, int rc)
+{
+    uint64_t suppressed;
+
+    if (log_ratelimit(&c->warn_rl, clock_mono_ms(), 10000, &suppressed))
+        log_warn("%s: spool: %s: %s", c->id, what, strerror(-rc));
+}
+
+/* Readings are produced only while the spool can be written: a failed
+ * append or sync pauses production for SPOOL_RETRY_MS at least, and the
+ * first successful sync after that resumes it (a nearly full disk would
+ * otherwise flap at every batch). What is already queued is still sent. */
+static void
+spool_failed(struct client *c, const char *what, int rc)
+{
+    spool_trouble(c, what, rc);
+    c->spool_fail_ns = clock_mono_ns();
+    if (!c->spool_failing) {
+        c->spool_failing = true;
+        say_event(c, "Spool sem gravar (%s): produção suspensa",
+                  strerror(-rc));
+    }
+}
+
+/* Make what was appended durable (and, when due, the ack state). */
+static void
+sync_spool(struct client *c, bool force)
+{
+    int rc;
+
+    if (c->sp == NULL)
+        return;
+    rc = spool_sync(c->sp, clock_mono_ms(), force);
+    if (rc < 0) {
+        spool_failed(c, "gravando", rc);
+    } else if (c->spool_failing &&
+               clock_mono_ns() - c->spool_fail_ns >=
+                   SPOOL_RETRY_MS * NS_PER_MS) {
+        c->spool_failing = false;
+        say_event(c, "Spool gravando de novo: produção retomada");
+    }
+}
+
+/* Move readings from the spool into the queue while it has room, so that
+ * the queue always holds the oldest unsettled ones. */
+static void
+refill(struct client *c)
+{
+    struct spool_rec rec;
+    struct pending_entry e;
+    char line[WIRE_LINE_MAX];
+    int rc;
+
+    if (c->sp == NULL)
+        return;
+    while (spool_unread(c->sp) > 0 && pending_reserve(c->pq) == 0) {
+        rc = spool_read(c->sp, &rec);
+        if (rc < 0) {
+            if (rc != -ENOENT)
+                spool_trouble(c, "lendo", rc);
+            return;
+        }
+        e.ts_ns = rec.ts_ns;
+        e.value = rec.value;
+        e.seq = rec.seq;
+        pending_push(c->pq, &e); /* reserved: cannot fail */
+        c->loaded_seq = rec.seq;
+        if (!c->line_mismatch_said) {
+            size_t n = wire_format_reading(conf_of(c)->format, c->kind,
+                                           c->id, e.value, e.ts_ns, line,
+                                           sizeof(line));
+
+            if (n != rec.line_len || memcmp(line, rec.line, n) != 0) {
+                c->line_mismatch_said = true;
+                log_warn("%s: spooled readings were made with another "
+                         "--format, --kind or --id; resending them in the "
+                         "current form", c->id);
+            }
+        }
+    }
+}
+
+/* The queue's head moved: everything before it is settled in the spool. */
+static void
+settle(struct client *c)
+{
+    const struct pending_entry *head;
+    int rc;
+
+    if (c->sp == NULL)
+        return;
+    head = pending_peek(c->pq);
+    rc = spool_settle(c->sp, head != NULL ? head->seq - 1 : c->loaded_seq);
+    if (rc < 0)
+        spool_trouble(c, "apagando um segmento", rc);
+    refill(c);
+}
+
+/* The spool deleted its oldest segment to make room: readings of it still
+ * waiting in memory unsent are dropped too (readings in flight stay). */
+static void
+note_evictions(struct client *c)
+{
+    uint64_t through = spool_evicted_through(c->sp);
+    size_t n;
+
+    if (through <= c->evicted_seen)
+        return;
+    c->evicted_seen = through;
+    n = pending_drop_unsent(c->pq, through);
+    c->dropped += n;
+    c->env->dropped += n;
+}
+
+/* Append one reading to the spool. False if it could not be written (the
+ * sensor pauses production until it can). */
+static bool
+spool_one(struct client *c, const struct pending_entry *e)
+{
+    char line[WIRE_LINE_MAX];
+    uint64_t seq, before = spool_dropped(c->sp);
+    size_t n;
+    int rc;
+
+    n = wire_format_reading(conf_of(c)->format, c->kind, c->id, e->value,
+                            e->ts_ns, line, sizeof(line));
+    rc = spool_append(c->sp, e->ts_ns, e->value, line, n, &seq);
+    if (rc < 0) {
+        spool_failed(c, "acrescentando", rc);
+        return false;
+    }
+    c->dropped += spool_dropped(c->sp) - before;
+    c->env->dropped += spool_dropped(c->sp) - before;
+    note_evictions(c);
+    refill(c);
+    return true;
+}
+
 /* ---- production -------------------------------------------------------- */
 
-/* One new reading into the queue. False if the count, a full queue or
- * memory stopped it. */
+/* One new reading into the spool and the queue. False if the count, a full
+ * queue (without a spool), a failing spool or memory stopped it. */
 static bool
 produce_one(struct client *c)
 {
@@ -382,9 +572,9 @@ produce_one(struct client *c)
     int64_t now_real;
     int rc;
 
-    if (!c->producing || !count_allows(c))
+    if (!c->producing || !count_allows(c) || c->spool_failing)
         return false;
-    if (pending_full(c->pq)) {
+    if (c->sp == NULL && pending_full(c->pq)) {
         if (!c->stalled) {
             c->stalled = true;
             say_event(c,
@@ -399,17 +589,26 @@ produce_one(struct client *c)
     now_real = clock_real_ns();
     e.ts_ns = now_real > c->last_ts_ns ? now_real : c->last_ts_ns + 1;
     e.value = sim_next(&c->sim);
-    rc = pending_push(c->pq, &e);
-    if (rc < 0) {
-        uint64_t suppressed;
+    e.seq = 0;
+    if (c->sp != NULL) {
+        if (!spool_one(c, &e))
+            return false;
+    } else {
+        rc = pending_push(c->pq, &e);
+        if (rc < 0) {
+            uint64_t suppressed;
 
-        if (log_ratelimit(&c->warn_rl, clock_mono_ms(), 10000, &suppressed))
-            log_warn("%s: cannot queue a reading: %s", c->id, strerror(-rc));
-        return false;
+            if (log_ratelimit(&c->warn_rl, clock_mono_ms(), 10000,
+                              &suppressed))
+                log_warn("%s: cannot queue a reading: %s", c->id,
+                         strerror(-rc));
+            return false;
+        }
     }
     c->last_ts_ns = e.ts_ns;
     c->produced++;
     c->env->produced++;
+    c->env->digest += client_digest(c->id, e.ts_ns);
     if (c->stalled) {
         c->stalled = false;
         say_event(c, "Fila com espaço: produção retomada");
@@ -451,7 +650,7 @@ can_send_more(const struct client *c)
     if (pending_unsent(c->pq) > 0)
         return true;
     return conf_of(c)->interval_ns == 0 && c->producing && count_allows(c) &&
-           !pending_full(c->pq);
+           !pending_full(c->pq) && !c->spool_failing;
 }
 
 /* Format unsent readings into the output buffer, within the window. */
@@ -474,6 +673,8 @@ fill(struct client *c, int64_t now)
         if (pending_unsent(c->pq) == 0 && !produce_one(c))
             break;
         e = pending_send_next(c->pq, &line, &resend);
+        if (e == NULL)
+            break;
         if (pending_inflight(c->pq) == 1)
             c->ack_wait_ns = now; /* the reply clock starts */
         n = wire_format_reading(conf_of(c)->format, c->kind, c->id, e->value,
@@ -536,10 +737,21 @@ pump(struct client *c, int64_t now)
 
     if (c->state != CLIENT_SENDING)
         return;
+    /* --interval 0 with a spool: make what the window has room for now,
+     * so that one sync covers the whole wakeup rather than each round. */
+    if (c->sp != NULL && conf_of(c)->interval_ns == 0) {
+        while (pending_inflight(c->pq) + pending_unsent(c->pq) <
+                   window_of(c) &&
+               c->producing && !pending_full(c->pq) && produce_one(c))
+            ;
+    }
     for (round = 0; round < WRITE_ROUNDS; round++) {
         fill(c, now);
         if (c->out_len == 0)
             break;
+        /* Durable before it leaves: a reading the server may store is
+         * never one a crash could lose from the spool. */
+        sync_spool(c, false);
         if (flush(c, now) < 0)
             return;
         if (c->out_len > 0)
@@ -610,18 +822,72 @@ connect_start(struct client *c, int64_t now)
     set_events(c, EPOLLOUT);
 }
 
+/* TCP keepalive and TCP_USER_TIMEOUT of the same order as --keepalive:
+ * probes after one period of silence, dead after about two; unacknowledged
+ * data times out after two. Best effort. */
+static void
+tune_keepalive(const struct client *c)
+{
+    int64_t ms = conf_of(c)->keepalive_ms;
+    int idle = (int)(ms / 1000), intvl, cnt = 3;
+    unsigned int user_ms = (unsigned int)(2 * ms);
+
+    if (ms <= 0)
+        return;
+    if (idle < 1)
+        idle = 1;
+    intvl = idle / cnt > 0 ? idle / cnt : 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_ms,
+               sizeof(user_ms));
+}
+
+/* SENDING: PING after a keepalive period without input; a second period
+ * without any byte means the peer or the path is gone. Returns 0 or -1
+ * (connection dropped). */
+static int
+keep_alive(struct client *c, int64_t now)
+{
+    int64_t ka = keepalive_ns(c);
+
+    if (ka == 0)
+        return 0;
+    if (c->ping_ns != 0) {
+        if (now - c->ping_ns < ka)
+            return 0;
+        return lost(c, now, "nada recebido há %.1f s, nem resposta ao PING",
+                    (double)(now - c->last_rx_ns) / 1e9);
+    }
+    if (now - c->last_rx_ns < ka)
+        return 0;
+    c->ping_ns = now;
+    /* With bytes still waiting to be written the socket is stuck anyway:
+     * just start the second period. */
+    if (c->out_len == 0) {
+        memcpy(c->out, WIRE_PING, WIRE_PING_LEN);
+        c->out_len = WIRE_PING_LEN;
+        return flush(c, now);
+    }
+    return 0;
+}
+
 static void
 on_connected(struct client *c, int64_t now)
 {
-    size_t backlog = pending_len(c->pq);
+    size_t backlog = client_pending(c);
 
     c->state = CLIENT_SENDING;
     c->env->n_connected++;
     c->connected_ns = now;
     c->ack_wait_ns = now;
+    c->last_rx_ns = now;
+    c->ping_ns = 0;
     c->got_ack = false;
     c->reason[0] = '\0';
     net_tune_conn(c->fd);
+    tune_keepalive(c);
     say_event(c, "Conectado a %s", c->peer);
     if (backlog > 0 && c->was_connected)
         say_event(c, "%zu leituras sem confirmação na fila: enviando "
@@ -667,6 +933,7 @@ on_reply(struct client *c, const struct wire_reply *r, int64_t now)
                         pending_accepted(c->pq) + pending_inflight(c->pq));
         if (n > 0) {
             note_ack(c, n);
+            settle(c);
             say_reading(c, "Confirmado: OK %" PRIu64 " (%zu)", r->n, n);
         }
         return 0;
@@ -676,6 +943,7 @@ on_reply(struct client *c, const struct wire_reply *r, int64_t now)
         if (rc < 0)
             return lost(c, now, "resposta sem mensagem enviada");
         note_ack(c, n);
+        settle(c);
         say_reading(c, "Resposta: %s", WIRE_ORIGINAL_REPLY);
         return 0;
     case WIRE_R_ERR_LINE:
@@ -690,6 +958,7 @@ on_reply(struct client *c, const struct wire_reply *r, int64_t now)
         }
         c->refused++;
         c->env->refused++;
+        settle(c);
         say_event(c, "Recusada pelo servidor (linha %" PRIu64 ": %.*s): %s",
                   r->n, (int)r->reason_len, r->reason,
                   human(c, &e, h, sizeof(h)));
@@ -700,6 +969,8 @@ on_reply(struct client *c, const struct wire_reply *r, int64_t now)
         snprintf(c->reason, sizeof(c->reason), "servidor: %.*s",
                  (int)(r->reason_len < 96 ? r->reason_len : 96), r->reason);
         return 0;
+    case WIRE_R_PONG:
+        return 0; /* any byte counts as life: read_replies() noted it */
     case WIRE_R_UNKNOWN:
     default:
         if (log_ratelimit(&c->warn_rl, clock_mono_ms(), 10000, &suppressed))
@@ -754,6 +1025,8 @@ read_replies(struct client *c, int64_t now)
             return lost(c, now, "%s",
                         c->reason[0] ? c->reason : "fechada pelo servidor");
         c->in_len += (size_t)n;
+        c->last_rx_ns = now;
+        c->ping_ns = 0;
         if (on_input(c, now) < 0)
             return -1;
     }
@@ -761,6 +1034,40 @@ read_replies(struct client *c, int64_t now)
 }
 
 /* ---- entry points ------------------------------------------------------ */
+
+/* Open <spool_dir>/<id> and take over what a previous run left there.
+ * Returns 0 or -1 with errno set and the reason logged. */
+static int
+open_spool(struct client *c, const struct client_conf *conf, const char *id)
+{
+    struct spool_conf sc = {.max_bytes = conf->spool_max};
+    struct spool_open_info info;
+    char path[OPTIONS_PATH_MAX + WIRE_ID_MAX + 2];
+    char err[OPTIONS_PATH_MAX + 256];
+    int rc, n;
+
+    n = snprintf(path, sizeof(path), "%s/%s", conf->spool_dir, id);
+    if (n < 0 || (size_t)n >= sizeof(path)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    sc.dir = path;
+    rc = spool_open(&sc, &c->sp, &info, err, sizeof(err));
+    if (rc < 0) {
+        log_error("%s", err);
+        errno = -rc;
+        return -1;
+    }
+    if (info.n_cut > 0)
+        log_warn("spool %s: cut %" PRIu64 " bytes of torn or damaged "
+                 "records from %" PRIu32 " segment(s)",
+                 path, info.cut_bytes, info.n_cut);
+    c->env->resumed += info.resumed;
+    c->last_ts_ns = spool_last_ts(c->sp);
+    c->evicted_seen = spool_evicted_through(c->sp);
+    c->loaded_seq = spool_acked(c->sp);
+    return 0;
+}
 
 struct client *
 client_new(struct client_env *env, uint32_t idx, const char *id,
@@ -783,6 +1090,14 @@ client_new(struct client_env *env, uint32_t idx, const char *id,
         return NULL;
     }
     c->env = env;
+    if (conf->spool_dir != NULL && open_spool(c, conf, id) < 0) {
+        int e = errno;
+
+        pending_destroy(c->pq);
+        free(c);
+        errno = e;
+        return NULL;
+    }
     c->idx = idx;
     memcpy(c->id, id, id_len + 1);
     c->kind = sim_kind_info(conf->kind);
@@ -794,6 +1109,7 @@ client_new(struct client_env *env, uint32_t idx, const char *id,
     c->producing = true;
     c->next_prod_ns = first_ns;
     c->tm.when = TIMERS_NEVER;
+    refill(c);
     return c;
 }
 
@@ -806,6 +1122,7 @@ client_destroy(struct client *c)
         close(c->fd); /* the epoll fd may be gone already: no epoll_ctl */
     if (c->tm.pos != 0)
         timers_set(&c->env->timers, &c->tm, TIMERS_NEVER);
+    spool_close(c->sp);
     pending_destroy(c->pq);
     free(c);
 }
@@ -813,9 +1130,13 @@ client_destroy(struct client *c)
 void
 client_start(struct client *c, int64_t now)
 {
+    if (client_pending(c) > 0)
+        say_event(c, "%zu leituras do spool sem confirmação: serão "
+                  "reenviadas", client_pending(c));
     connect_start(c, now);
     produce_due(c, now);
     pump(c, now);
+    sync_spool(c, false);
     if (!check_done(c))
         reschedule(c);
 }
@@ -848,6 +1169,7 @@ client_on_io(struct client *c, uint64_t tag, uint32_t events, int64_t now)
     default:
         break;
     }
+    sync_spool(c, false);
     if (!check_done(c))
         reschedule(c);
 }
@@ -872,12 +1194,17 @@ client_on_timer(struct client *c, int64_t now)
             now >= c->ack_wait_ns + conf_of(c)->ack_timeout_ms * NS_PER_MS)
             lost(c, now, "sem resposta há %.1f s",
                  (double)(now - c->ack_wait_ns) / 1e9);
+        else
+            keep_alive(c, now);
         break;
     case CLIENT_DONE:
         return;
     }
+    if (c->spool_failing)
+        sync_spool(c, false); /* production resumes once it works */
     produce_due(c, now);
     pump(c, now);
+    sync_spool(c, false);
     if (!check_done(c))
         reschedule(c);
 }
@@ -889,6 +1216,7 @@ client_drain(struct client *c, int64_t now)
     if (c->state == CLIENT_DONE)
         return;
     pump(c, now); /* drops EPOLLOUT if only production wanted it */
+    sync_spool(c, false);
     if (!check_done(c))
         reschedule(c);
 }
@@ -902,5 +1230,36 @@ client_done(const struct client *c)
 size_t
 client_pending(const struct client *c)
 {
-    return pending_len(c->pq);
+    size_t n = pending_len(c->pq);
+
+    if (c->sp != NULL)
+        n += (size_t)spool_unread(c->sp);
+    return n;
+}
+
+uint64_t
+client_spool_seq(const struct client *c)
+{
+    return c->sp != NULL ? spool_next_seq(c->sp) - 1 : 0;
+}
+
+void
+client_sync(struct client *c)
+{
+    sync_spool(c, true);
+}
+
+uint64_t
+client_digest(const char *id, int64_t ts_ns)
+{
+    char buf[WIRE_ID_MAX + 32];
+    uint64_t h = UINT64_C(0xcbf29ce484222325);
+    int n = snprintf(buf, sizeof(buf), "%s\x1f%" PRId64, id, ts_ns);
+    int i;
+
+    for (i = 0; i < n && (size_t)i < sizeof(buf); i++) {
+        h ^= (unsigned char)buf[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    return h;
 }

@@ -5,11 +5,14 @@
  * --server (numeric addresses never block; names are re-resolved at most
  * once a second, after a failed connect).
  *
- * Each sensor produces readings on its schedule into its pending queue
- * (pending.h), sends them in order within the window, drops them when the
- * server acknowledges (OK) or refuses (ERR) them, and after any connection
- * failure waits (capped exponential backoff, full jitter) and resends what
- * is still unacknowledged.
+ * Each sensor produces readings on its schedule into its spool (spool.h,
+ * durable before they are sent) and its pending queue (pending.h, the
+ * in-memory window onto the spool), sends them in order within the
+ * window, drops them when the server acknowledges (OK) or refuses (ERR)
+ * them, and after any connection failure waits (capped exponential
+ * backoff, full jitter) and resends what is still unacknowledged. A
+ * keepalive (PING after --keepalive without input, then as long again for
+ * any byte) notices a dead peer on an idle connection.
  *
  * The loop calls client_on_io() for events on the sensor's socket and
  * client_on_timer() when the sensor's struct timer expires; each call
@@ -57,6 +60,9 @@ struct client_env {
     bool draining;                  /* SIGTERM/SIGINT seen */
     /* Totals over all sensors. */
     uint64_t produced, acked, refused;
+    uint64_t dropped;               /* lost to a full spool */
+    uint64_t resumed;               /* found unacknowledged in the spools */
+    uint64_t digest;                /* client_digest() summed, this run */
     uint64_t sent;                  /* lines written, resends included */
     uint32_t n_connected;           /* sensors in SENDING */
     uint32_t n_done;                /* sensors in DONE */
@@ -84,7 +90,10 @@ const struct net_addr *client_target_get(struct client_target *t,
 /*
  * A sensor (index idx among env's, used to tag its epoll events) named id
  * (copied), whose walk and jitter derive from seed, producing its first
- * reading at first_ns (monotonic). Returns NULL with errno set.
+ * reading at first_ns (monotonic). With conf->spool_dir it opens its spool
+ * <spool_dir>/<id> (the directory spool_dir must exist) and resumes what
+ * is unacknowledged there. Returns NULL with errno set (and a logged
+ * reason for a spool that cannot be opened).
  */
 struct client *client_new(struct client_env *env, uint32_t idx,
                           const char *id, uint64_t seed, int64_t first_ns);
@@ -113,7 +122,18 @@ struct client *client_from_timer(struct timer *tm);
 void client_drain(struct client *c, int64_t now_ns);
 /* DONE: count reached or drained, connection closed. */
 bool client_done(const struct client *c);
-/* Readings neither acknowledged nor refused. */
+/* Readings neither acknowledged nor refused (in memory or only on disk). */
 size_t client_pending(const struct client *c);
+/* Readings its spool ever held (the last spool seq); 0 without a spool. */
+uint64_t client_spool_seq(const struct client *c);
+/* Make the spool durable now and write its ack state (at exit). */
+void client_sync(struct client *c);
+
+/*
+ * The digest term of one reading: FNV-1a 64 of "<id>\x1f<ts_ns decimal>".
+ * The summary line's digest is the sum (mod 2^64) over the readings
+ * produced in this run, so a test can compare it with the rows stored.
+ */
+uint64_t client_digest(const char *id, int64_t ts_ns);
 
 #endif

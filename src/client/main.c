@@ -5,8 +5,9 @@
  * carries every sensor of the process (client.h), a signalfd for SIGTERM
  * and SIGINT, and the sensors' timer heap. On the first signal the sensors
  * stop producing and the loop waits at most --drain-timeout for their
- * acknowledgements; a second signal ends the wait. At exit one summary line
- * goes to stdout (tests parse it).
+ * acknowledgements; a second signal ends the wait. At exit the spools are
+ * synced (what is unacknowledged is resent by the next run) and one
+ * summary line goes to stdout (tests parse it).
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -18,6 +19,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "client/client.h"
@@ -50,10 +52,12 @@ struct run {
  * often start us at 1024 soft). Best effort: sensors beyond the limit keep
  * retrying, and say why. */
 static void
-raise_nofile(uint32_t sensors)
+raise_nofile(uint32_t sensors, bool spool)
 {
     struct rlimit rl;
-    rlim_t need = (rlim_t)sensors + 64;
+    /* A socket per sensor; with a spool also its locked directory, its
+     * segment being written and, while catching up, one being read. */
+    rlim_t need = (rlim_t)sensors * (spool ? 4 : 1) + 64;
 
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= need)
         return;
@@ -118,6 +122,27 @@ total_pending(const struct run *r)
     return n;
 }
 
+/* mkdir -p path, mode 0700 for what it creates. Returns 0 or -errno. */
+static int
+make_dirs(const char *path)
+{
+    char buf[OPTIONS_PATH_MAX];
+    size_t len = strlen(path), i;
+
+    if (len == 0 || len >= sizeof(buf))
+        return -ENAMETOOLONG;
+    memcpy(buf, path, len + 1);
+    for (i = 1; i <= len; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        buf[i] = '\0';
+        if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+            return -errno;
+        buf[i] = i < len ? '/' : '\0';
+    }
+    return 0;
+}
+
 /* Once a second with --sensors > 1: rates and state on stderr. */
 static void
 status_line(struct run *r, int64_t now)
@@ -129,10 +154,11 @@ status_line(struct run *r, int64_t now)
     n = snprintf(line, sizeof(line),
                  "%s: sent/s=%" PRIu64 " acked/s=%" PRIu64
                  " connected=%" PRIu32 "/%" PRIu32 " pending=%zu"
-                 " produced=%" PRIu64 " acked=%" PRIu64 " refused=%" PRIu64,
+                 " produced=%" PRIu64 " acked=%" PRIu64 " refused=%" PRIu64
+                 " dropped=%" PRIu64,
                  PROG, e->sent - r->last_sent, e->acked - r->last_acked,
                  e->n_connected, r->n_clients, total_pending(r), e->produced,
-                 e->acked, e->refused);
+                 e->acked, e->refused, e->dropped);
     if (n < 0)
         return;
     /* On a terminal, one line updated in place; otherwise one per second. */
@@ -219,7 +245,7 @@ run(const struct client_conf *conf)
 {
     struct run r;
     char id[WIRE_ID_MAX + 1];
-    uint64_t seed;
+    uint64_t seed, spool_seq;
     int64_t now;
     uint32_t i;
     int rc = 1;
@@ -230,7 +256,16 @@ run(const struct client_conf *conf)
     r.env.conf = conf;
     r.env.epfd = -1;
     client_target_init(&r.env.target, conf->server);
-    raise_nofile(conf->sensors);
+    raise_nofile(conf->sensors, conf->spool_dir != NULL);
+    if (conf->spool_dir != NULL) {
+        int e = make_dirs(conf->spool_dir);
+
+        if (e < 0) {
+            log_error("spool directory %s: %s", conf->spool_dir,
+                      strerror(-e));
+            goto done;
+        }
+    }
 
     r.env.epfd = epoll_create1(EPOLL_CLOEXEC);
     if (r.env.epfd < 0) {
@@ -287,12 +322,21 @@ run(const struct client_conf *conf)
     rc = loop(&r) < 0 ? 1 : 0;
     if (r.n_clients > 1 && r.status_tty)
         fputc('\n', stderr);
+    spool_seq = 0;
+    for (i = 0; i < r.n_clients; i++) {
+        client_sync(r.clients[i]);
+        spool_seq += client_spool_seq(r.clients[i]);
+    }
     if (r.env.draining && total_pending(&r) > 0)
-        log_warn("exiting with %zu readings unacknowledged", total_pending(&r));
+        log_warn("exiting with %zu readings unacknowledged%s",
+                 total_pending(&r),
+                 conf->spool_dir != NULL ? " (kept in the spool)" : "");
     printf("%s: produced=%" PRIu64 " acked=%" PRIu64 " refused=%" PRIu64
-           " pending=%zu\n",
+           " pending=%zu dropped=%" PRIu64 " resumed=%" PRIu64
+           " spool_seq=%" PRIu64 " digest=%016" PRIx64 "\n",
            PROG, r.env.produced, r.env.acked, r.env.refused,
-           total_pending(&r));
+           total_pending(&r), r.env.dropped, r.env.resumed, spool_seq,
+           r.env.digest);
     fflush(stdout);
 done:
     for (i = 0; i < r.n_clients; i++)

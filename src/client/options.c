@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "client/pending.h"
+#include "client/spool.h"
 
 #ifndef SENSORNET_VERSION
 #define SENSORNET_VERSION "0.1.0"
@@ -31,6 +32,10 @@ enum opt_id {
     O_BACKOFF_MAX,
     O_ACK_TIMEOUT,
     O_DRAIN_TIMEOUT,
+    O_KEEPALIVE,
+    O_SPOOL,
+    O_NO_SPOOL,
+    O_SPOOL_MAX,
     O_SEED,
     O_QUIET,
     O_VERBOSE,
@@ -74,7 +79,8 @@ static const struct opt opts[] = {
      "(default 1000)"},
     {"max-pending", O_MAX_PENDING, 0, "N",
      "most readings kept unacknowledged in memory per sensor (default "
-     "100000); when full the sensor stops producing until acks free space"},
+     "100000); beyond, with a spool they wait on disk, without one the "
+     "sensor stops producing until acks free space"},
     {"backoff-max", O_BACKOFF_MAX, 0, "SECONDS",
      "longest wait between reconnect attempts (default 30; the first is at "
      "most 0.1 s, doubling, with full jitter)"},
@@ -84,6 +90,20 @@ static const struct opt opts[] = {
     {"drain-timeout", O_DRAIN_TIMEOUT, 0, "SECONDS",
      "on SIGTERM or SIGINT, longest wait for outstanding acknowledgements "
      "before exiting (default 5)"},
+    {"keepalive", O_KEEPALIVE, 0, "SECONDS",
+     "send PING when nothing was received for this long, and reconnect if "
+     "still nothing comes within as long again; also tunes TCP keepalive "
+     "(default 30; 0: off; never in the original format)"},
+    {"spool", O_SPOOL, 0, "DIR",
+     "keep unacknowledged readings on disk in DIR/ID (default: "
+     "$STATE_DIRECTORY, else ./" OPTIONS_SPOOL_DEFAULT "); they survive a "
+     "crash and are resent at the next start"},
+    {"no-spool", O_NO_SPOOL, 0, NULL,
+     "keep unacknowledged readings in memory only"},
+    {"spool-max", O_SPOOL_MAX, 0, "BYTES",
+     "most disk space per sensor's spool, with k, M or G (binary) allowed "
+     "(default 64M, at least 64k); when full the oldest readings are "
+     "dropped and counted"},
     {"seed", O_SEED, 0, "N",
      "seed of the random walks and the jitter, for reproducible runs "
      "(default: from the clock and the pid)"},
@@ -128,7 +148,8 @@ options_usage(FILE *out)
     fprintf(out,
             "\nOutput: per-reading and connection lines on stdout; at exit "
             "one line\n  sensornet-client: produced=N acked=N refused=N "
-            "pending=N\nExit status: 0 when --count is reached or after a "
+            "pending=N dropped=N\n  resumed=N spool_seq=N digest=HEX\n"
+            "Exit status: 0 when --count is reached or after a "
             "signal, 2 on bad usage.\n");
 }
 
@@ -187,6 +208,49 @@ parse_seconds(const char *s, double min, double max, int64_t *out_ns)
     return 0;
 }
 
+/* A size in bytes with an optional k, M or G suffix (powers of 1024), in
+ * [min, max]. */
+static int
+parse_bytes(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    size_t digits = strspn(s, "0123456789");
+    unsigned shift = 0;
+    char num[24];
+    uint64_t v;
+
+    if (digits == 0 || digits >= sizeof(num))
+        return -EINVAL;
+    if (s[digits] != '\0') {
+        if (s[digits + 1] != '\0')
+            return -EINVAL;
+        switch (s[digits]) {
+        case 'k':
+        case 'K':
+            shift = 10;
+            break;
+        case 'm':
+        case 'M':
+            shift = 20;
+            break;
+        case 'g':
+        case 'G':
+            shift = 30;
+            break;
+        default:
+            return -EINVAL;
+        }
+    }
+    memcpy(num, s, digits);
+    num[digits] = '\0';
+    if (parse_uint(num, 0, max, &v) < 0 || v > (max >> shift))
+        return -ERANGE;
+    v <<= shift;
+    if (v < min)
+        return -ERANGE;
+    *out = v;
+    return 0;
+}
+
 /* "HOST:PORT" or "[V6]:PORT" with a non-empty host and a port 1..65535.
  * Resolution happens later (and again on reconnect), not here. */
 static bool
@@ -227,6 +291,8 @@ set_defaults(struct client_conf *c)
     c->backoff_max_ms = 30000;
     c->ack_timeout_ms = 30000;
     c->drain_timeout_ms = 5000;
+    c->keepalive_ms = 30000;
+    c->spool_max = SPOOL_MAX_DEFAULT;
 }
 
 static size_t
@@ -259,6 +325,21 @@ finish(struct client_conf *c, char *err, size_t err_len)
                     "--id '%s': 1 to %zu bytes, without spaces, control "
                     "bytes, commas, '=', quotes or backslashes",
                     c->id, id_max);
+    if (c->no_spool && c->spool_dir != NULL)
+        return fail(err, err_len, "--spool and --no-spool together");
+    if (!c->no_spool && c->spool_dir == NULL) {
+        /* systemd's StateDirectory= (several are separated by ':'). */
+        const char *state = getenv("STATE_DIRECTORY");
+        size_t n = state != NULL ? strcspn(state, ":") : 0;
+
+        if (n > 0 && n < sizeof(c->spool_dir_buf)) {
+            memcpy(c->spool_dir_buf, state, n);
+            c->spool_dir_buf[n] = '\0';
+            c->spool_dir = c->spool_dir_buf;
+        } else {
+            c->spool_dir = OPTIONS_SPOOL_DEFAULT;
+        }
+    }
     return OPTIONS_RUN;
 }
 
@@ -294,6 +375,8 @@ static int
 apply(struct client_conf *c, const struct opt *o, const char *arg, FILE *out,
       char *err, size_t err_len)
 {
+    int64_t ns;
+
     switch (o->id) {
     case O_SERVER:
         if (!hostport_valid(arg))
@@ -344,6 +427,30 @@ apply(struct client_conf *c, const struct opt *o, const char *arg, FILE *out,
     case O_DRAIN_TIMEOUT:
         return set_seconds(o->name, arg, 0, 3600, &c->drain_timeout_ms, err,
                            err_len);
+    case O_KEEPALIVE:
+        if (parse_seconds(arg, 0, 3600, &ns) < 0 ||
+            (ns != 0 && ns < 100000000))
+            return fail(err, err_len,
+                        "--keepalive '%s': 0 (off) or seconds from 0.1 to "
+                        "3600", arg);
+        c->keepalive_ms = ns / 1000000;
+        return 0;
+    case O_SPOOL:
+        if (arg[0] == '\0' || strlen(arg) >= OPTIONS_PATH_MAX)
+            return fail(err, err_len, "--spool: a directory, up to %d bytes",
+                        OPTIONS_PATH_MAX - 1);
+        c->spool_dir = arg;
+        return 0;
+    case O_NO_SPOOL:
+        c->no_spool = true;
+        return 0;
+    case O_SPOOL_MAX:
+        if (parse_bytes(arg, SPOOL_MAX_MIN, OPTIONS_SPOOL_MAX_LIMIT,
+                        &c->spool_max) < 0)
+            return fail(err, err_len,
+                        "--spool-max '%s': bytes (k, M, G allowed) from 64k "
+                        "to 1024G", arg);
+        return 0;
     case O_SEED:
         if (parse_uint(arg, 0, UINT64_MAX, &c->seed) < 0)
             return fail(err, err_len, "--seed '%s': a whole number", arg);

@@ -21,6 +21,10 @@
 #define OPTIONS_ERR_LEN 256
 #define OPTIONS_SENSORS_MAX 100000
 #define OPTIONS_WINDOW_MAX 1000000
+/* Where the spools live without --spool and without $STATE_DIRECTORY. */
+#define OPTIONS_SPOOL_DEFAULT "sensornet-spool"
+#define OPTIONS_SPOOL_MAX_LIMIT (UINT64_C(1) << 40)
+#define OPTIONS_PATH_MAX 1024
 
 struct client_conf {
     const char *server;        /* "HOST:PORT", borrowed */
@@ -35,6 +39,13 @@ struct client_conf {
     int64_t backoff_max_ms;
     int64_t ack_timeout_ms;    /* lines in flight without reply: reconnect */
     int64_t drain_timeout_ms;  /* on SIGTERM/SIGINT */
+    int64_t keepalive_ms;      /* PING after this long without input; 0 off */
+    /* Base directory of the spools (sensor ID's is <spool_dir>/ID), or
+     * NULL with --no-spool. Borrowed from argv, or spool_dir_buf. */
+    const char *spool_dir;
+    uint64_t spool_max;        /* bytes of spool per sensor */
+    bool no_spool;
+    char spool_dir_buf[OPTIONS_PATH_MAX]; /* $STATE_DIRECTORY's first entry */
     bool quiet;                /* no per-reading lines */
     bool verbose;              /* debug messages on stderr */
     bool seed_set;

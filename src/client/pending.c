@@ -127,25 +127,58 @@ pending_destroy(struct pending *pq)
 }
 
 int
-pending_push(struct pending *pq, const struct pending_entry *e)
+pending_reserve(struct pending *pq)
 {
-    struct slot *s;
-    int rc;
-
     if (pq->used == pq->max)
         return -ENOBUFS;
     if (pq->used == pq->cap) {
         size_t new_cap = pq->cap <= pq->max / 2 ? pq->cap * 2 : pq->max;
 
-        rc = resize(pq, new_cap);
-        if (rc < 0)
-            return rc;
+        return resize(pq, new_cap);
     }
+    return 0;
+}
+
+int
+pending_push(struct pending *pq, const struct pending_entry *e)
+{
+    struct slot *s;
+    int rc;
+
+    rc = pending_reserve(pq);
+    if (rc < 0)
+        return rc;
     s = at(pq, pq->used);
     s->e = *e;
     s->flags = 0;
     pq->used++;
     return 0;
+}
+
+const struct pending_entry *
+pending_peek(const struct pending *pq)
+{
+    /* Refused slots never stay at the head (pop_tombstones). */
+    return pq->used > 0 ? &at(pq, 0)->e : NULL;
+}
+
+size_t
+pending_drop_unsent(struct pending *pq, uint64_t seq)
+{
+    size_t k = 0, i;
+
+    while (pq->n_sent + k < pq->used && at(pq, pq->n_sent + k)->e.seq <= seq)
+        k++;
+    if (k == 0)
+        return 0;
+    /* Slide the sent slots over the dropped ones, so that the head keeps
+     * its line number. */
+    for (i = pq->n_sent; i-- > 0;)
+        *at(pq, i + k) = *at(pq, i);
+    pq->head = (pq->head + k) % pq->cap;
+    pq->used -= k;
+    maybe_shrink(pq);
+    return k;
 }
 
 size_t

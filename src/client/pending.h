@@ -25,10 +25,12 @@
  * (refused); the number of slots never exceeds max; memory grows with use
  * up to max and shrinks back when the queue empties.
  *
- * This module is the only place that knows where unacknowledged readings
- * live. A disk spool (later) can back it without touching its callers:
- * push appends a record, ok/err advance a committed read offset, rewind
- * seeks back to that offset.
+ * With a disk spool (spool.h) this queue is a window onto it: the client
+ * appends each reading to the spool first and moves readings from the
+ * spool into the queue while the queue has room (each entry carries its
+ * spool seq); whatever leaves the head of the queue is settled in the
+ * spool (pending_peek() tells how far). Without a spool the queue is all
+ * there is.
  *
  * Not thread-safe: one sensor, one event loop.
  * SPDX-License-Identifier: MIT
@@ -47,6 +49,7 @@
 struct pending_entry {
     int64_t ts_ns; /* wall-clock time of the reading, unique per sensor */
     double value;  /* 2 decimals */
+    uint64_t seq;  /* its spool record, 0 without a spool */
 };
 
 struct pending;
@@ -60,6 +63,21 @@ void pending_destroy(struct pending *pq);
 /* Append a copy of *e. Returns 0, -ENOBUFS when max slots are in use, or
  * -ENOMEM when growing failed (the queue is unchanged either way). */
 int pending_push(struct pending *pq, const struct pending_entry *e);
+
+/* Make sure the next pending_push() cannot fail with -ENOMEM. Returns 0,
+ * -ENOBUFS when max slots are in use, or -ENOMEM. */
+int pending_reserve(struct pending *pq);
+
+/* The oldest reading still queued (never a refused one), or NULL when the
+ * queue is empty. Borrowed until the next call on pq. */
+const struct pending_entry *pending_peek(const struct pending *pq);
+
+/*
+ * Drop the unsent readings whose seq is <= seq, oldest first (they lost
+ * their spool copy to the spool's full policy). Readings sent on this
+ * connection stay: their replies will settle them. Returns how many went.
+ */
+size_t pending_drop_unsent(struct pending *pq, uint64_t seq);
 
 /* Readings neither accepted nor refused yet. */
 size_t pending_len(const struct pending *pq);

@@ -118,6 +118,11 @@ parse_line(const char *p, size_t len, struct wire_reply *out)
     out->n = 0;
     out->reason = p;
     out->reason_len = len;
+    if (len == 4 && memcmp(p, "PONG", 4) == 0) {
+        out->type = WIRE_R_PONG;
+        out->reason_len = 0;
+        return;
+    }
     if (len > 3 && memcmp(p, "OK ", 3) == 0) {
         i = 3;
         if (parse_u64(p, len, &i, &n) && i == len) {

@@ -11,6 +11,7 @@
  *   "ERR <k> <reason>\n"    line k refused
  *   "ERR <reason>\n"        about the connection ("ERR server full")
  *   "Dados recebidos com sucesso."  the original server's reply, no line end
+ *   "PONG\n"                the answer to the keepalive "PING\n"
  *
  * Pure functions, no state, thread-safe.
  * SPDX-License-Identifier: MIT
@@ -30,6 +31,10 @@
 #define WIRE_LINE_MAX 256
 /* Longest reply line the client accepts, line end included. */
 #define WIRE_REPLY_MAX 1024
+/* The application keepalive: a line the server answers at once with
+ * "PONG", never counted or numbered. */
+#define WIRE_PING "PING\n"
+#define WIRE_PING_LEN 5
 /* The original server's acknowledgement. */
 #define WIRE_ORIGINAL_REPLY "Dados recebidos com sucesso."
 
@@ -64,6 +69,7 @@ enum wire_reply_type {
     WIRE_R_ERR_LINE,     /* "ERR k reason": k in .n, reason may be empty */
     WIRE_R_ERR_OTHER,    /* "ERR reason": reason set */
     WIRE_R_ORIGINAL,     /* "Dados recebidos com sucesso." */
+    WIRE_R_PONG,         /* "PONG": the answer to a keepalive */
     WIRE_R_UNKNOWN,      /* any other line (ignored, logged) */
 };
 

@@ -9,6 +9,7 @@ import collections
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -20,7 +21,10 @@ from conftest import CLIENT, get_port, wait_until
 
 SUMMARY_RE = re.compile(
     r"^sensornet-client: produced=(\d+) acked=(\d+) refused=(\d+) "
-    r"pending=(\d+)$", re.M)
+    r"pending=(\d+) dropped=(\d+) resumed=(\d+) spool_seq=(\d+) "
+    r"digest=([0-9a-f]{16})$", re.M)
+SUMMARY_KEYS = ("produced", "acked", "refused", "pending", "dropped",
+                "resumed", "spool_seq")
 # "[2025-06-11 10:15:42] Recebido de ('127.0.0.1', 54812): <reading>"
 RECEIVED_RE = re.compile(
     r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] Recebido de "
@@ -35,12 +39,21 @@ SENT_RE = re.compile(r"^\[\d\d:\d\d:\d\d\] \[(\S+)\] Enviado: (.*)$", re.M)
 DEADLINE = 60
 
 
-def summary(proc):
-    """The client's exit summary as a dict of ints."""
+def full_summary(proc):
+    """The client's exit summary: every count as an int, digest as an int
+    (see docs/client.md)."""
     m = SUMMARY_RE.findall(proc.stdout())
     assert len(m) == 1, "want one summary line:\n" + proc.stdout()
-    return dict(zip(("produced", "acked", "refused", "pending"),
-                    map(int, m[0])))
+    d = dict(zip(SUMMARY_KEYS, map(int, m[0][:7])))
+    d["digest"] = int(m[0][7], 16)
+    return d
+
+
+def summary(proc):
+    """The first four counts of the summary (produced, acked, refused,
+    pending), the ones every run has."""
+    d = full_summary(proc)
+    return {k: d[k] for k in ("produced", "acked", "refused", "pending")}
 
 
 def received(srv):
@@ -264,13 +277,182 @@ def test_help_version_usage():
     for opt in ("--server", "--kind", "--id", "--interval", "--count",
                 "--format", "--sensors", "--window", "--max-pending",
                 "--backoff-max", "--quiet", "--seed", "--drain-timeout",
+                "--keepalive", "--spool", "--no-spool", "--spool-max",
                 "--help", "--version"):
         assert opt in text, opt
     r = run_client("--version")
     assert r.returncode == 0 and r.stdout.startswith(b"sensornet-client ")
     for bad in (["--format", "xml"], ["--server", "nohost"],
-                ["--interval", "-1"], ["--bogus"], ["--count"]):
+                ["--interval", "-1"], ["--bogus"], ["--count"],
+                ["--spool-max", "1k"], ["--keepalive", "x"],
+                ["--spool", "d", "--no-spool"]):
         r = run_client(*bad)
         assert r.returncode == 2, bad
         assert b"sensornet-client:" in r.stderr
         assert r.stdout == b""
+
+
+# ---- spool and keepalive ---------------------------------------------------
+
+
+def spool_files(path):
+    """{name: size} of the files under path (recursively)."""
+    out = {}
+    for d, _, files in os.walk(path):
+        for f in files:
+            p = os.path.join(d, f)
+            out[os.path.relpath(p, path)] = os.path.getsize(p)
+    return out
+
+
+def test_spool_default_dir_and_no_spool(tmp_path, server, client):
+    srv = server()
+    c = client(srv, "--count", "3", "--interval", "0.02")
+    finish(c)
+    s = full_summary(c)
+    assert s["spool_seq"] == 3 and s["resumed"] == 0
+    # Default: ./sensornet-spool/<id>, one segment and the ack state.
+    files = spool_files(str(tmp_path / "sensornet-spool"))
+    assert "Sensor1/ack" in files
+    assert any(f.startswith("Sensor1/") and f.endswith(".seg")
+               for f in files), files
+    c2 = client(srv, "--count", "3", "--interval", "0.02", "--no-spool",
+                "--id", "NoSpool")
+    finish(c2)
+    s2 = full_summary(c2)
+    assert s2["spool_seq"] == 0 and s2["acked"] == 3
+    assert not os.path.exists(tmp_path / "sensornet-spool" / "NoSpool")
+
+
+def test_spool_state_directory(tmp_path, client):
+    env = dict(os.environ,
+               STATE_DIRECTORY="%s:%s" % (tmp_path / "state", tmp_path / "x"))
+    c = client(nowhere(), "--interval", "0.02", "--drain-timeout", "0",
+               env=env)
+    wait_until(lambda: "Falha ao conectar" in c.stdout(), DEADLINE,
+               what="a failed connect")
+    assert c.stop() == 0
+    s = full_summary(c)
+    assert s["pending"] == s["produced"] == s["spool_seq"] >= 1
+    files = spool_files(str(tmp_path / "state"))
+    assert any(f.startswith("Sensor1/") and f.endswith(".seg")
+               for f in files), files
+    assert not (tmp_path / "sensornet-spool").exists()
+
+
+def test_spool_in_use(client):
+    spot = nowhere()
+    c1 = client(spot, "--interval", "0.05", "--drain-timeout", "0")
+    wait_until(lambda: "Falha ao conectar" in c1.stdout(), DEADLINE,
+               what="the first client up")
+    c2 = client(spot, "--interval", "0.05", name="second")
+    assert c2.wait(DEADLINE) == 1
+    assert "in use by another process" in c2.stderr(), c2.stderr()
+
+
+def test_spool_resume_after_kill9(server, client):
+    """No server: readings pile up in the spool; kill -9; a server comes
+    and a new client on the same spool delivers all of them, once."""
+    spot = nowhere()
+    c1 = client(spot, "--interval", "0.01", "--backoff-max", "0.2")
+    spool = os.path.join(os.path.dirname(c1.out_path), "sensornet-spool")
+    # Some 30 records (about 90 bytes each) on disk.
+    wait_until(lambda: sum(spool_files(spool).values()) > 3000, DEADLINE,
+               what="readings spooled while disconnected")
+    c1.signal(signal.SIGKILL)
+    c1.wait(10)
+    srv = server(port=spot.port)
+    c2 = client(srv, "--interval", "0.05", "--backoff-max", "0.2",
+                name="again")
+    wait_until(lambda: "leituras do spool" in c2.stdout(), DEADLINE,
+               what="the resume")
+    n = int(re.search(r"(\d+) leituras do spool", c2.stdout()).group(1))
+    assert n >= 30
+    wait_until(lambda: len(db_readings(srv.db_path, "Sensor1")) >= n + 3,
+               DEADLINE, what="the backlog and new readings stored")
+    assert c2.stop() == 0
+    s = full_summary(c2)
+    assert s["resumed"] == n and s["pending"] == 0
+    rows = db_readings(srv.db_path, "Sensor1")
+    # Every reading of both runs, once.
+    assert len(rows) == s["spool_seq"] == n + s["produced"]
+    assert len({ts for ts, _ in rows}) == len(rows)
+
+
+def test_spool_full_drops_oldest(tmp_path, server, client):
+    spot = nowhere()
+    c1 = client(spot, "--sensors", "2", "--interval", "0.002",
+                "--spool-max", "64k", "--drain-timeout", "0")
+    wait_until(lambda: re.search(r"dropped=[1-9]", c1.stderr()), DEADLINE,
+               what="the spool to drop readings")
+    assert c1.stop() == 0
+    s1 = full_summary(c1)
+    assert s1["acked"] == 0 and s1["dropped"] > 0
+    assert s1["pending"] + s1["dropped"] == s1["produced"]
+    for sensor in ("Sensor1-1", "Sensor1-2"):
+        size = sum(spool_files(str(tmp_path / "sensornet-spool" /
+                                   sensor)).values())
+        assert size <= 64 * 1024 + 200, size  # segments plus the ack file
+    srv = server(port=spot.port)
+    c2 = client(srv, "--sensors", "2", "--interval", "1", name="again")
+    wait_until(lambda: sum(len(db_readings(srv.db_path, x))
+                           for x in ("Sensor1-1", "Sensor1-2"))
+               >= s1["pending"], DEADLINE, what="the spooled readings")
+    assert c2.stop() == 0
+    s2 = full_summary(c2)
+    assert s2["resumed"] == s1["pending"] and s2["pending"] == 0
+    stored = sum(len(db_readings(srv.db_path, x))
+                 for x in ("Sensor1-1", "Sensor1-2"))
+    assert stored == s1["pending"] + s2["produced"]
+
+
+@pytest.mark.parametrize("keepalive", ["0.3", "0"])
+def test_keepalive_keeps_idle_connection(server, client, keepalive):
+    """The server closes connections idle for --idle-timeout (1 s here);
+    PINGs every 0.3 s keep a sensor that reports every 2.5 s connected."""
+    srv = server("--idle-timeout", "1s")
+    c = client(srv, "--count", "2", "--interval", "2.5", "--keepalive",
+               keepalive)
+    finish(c)
+    conns = srv.log_text().count("Nova conexão")
+    if keepalive != "0":
+        assert conns == 1 and "Conexão perdida" not in c.stdout()
+    else:
+        assert conns >= 2 and "Conexão perdida" in c.stdout()
+
+
+def test_keepalive_detects_silent_peer(client):
+    """A peer that accepts and never answers: PING after --keepalive, and
+    after as long again without a byte the client reconnects."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4)
+    ls.settimeout(DEADLINE)
+    spot = types.SimpleNamespace(port=ls.getsockname()[1])
+    c = client(spot, "--keepalive", "0.5", "--interval", "60",
+               "--ack-timeout", "60", "--backoff-max", "0.2",
+               "--drain-timeout", "0")
+    try:
+        a, _ = ls.accept()
+        a.settimeout(DEADLINE)
+        got = b""
+        t0 = time.monotonic()
+        while b"PING\n" not in got:
+            chunk = a.recv(4096)
+            assert chunk, got
+            got += chunk
+        t_ping = time.monotonic() - t0
+        # Nothing answered: the client gives up on this connection ...
+        while a.recv(4096):
+            pass
+        t_dead = time.monotonic() - t0
+        # ... and connects again, resending its reading.
+        b, _ = ls.accept()
+        b.close()
+        a.close()
+    finally:
+        ls.close()
+    assert 0.4 <= t_ping < 5, t_ping
+    assert t_dead >= 0.9, t_dead
+    wait_until(lambda: "nem resposta ao PING" in c.stdout(), DEADLINE,
+               what="the log line")

@@ -1,9 +1,10 @@
 /*
  * Unit tests for sensornet-client's modules: rng, sim (random walk bounds),
  * backoff (jitter bounds), wire (line formats and reply parsing), pending
- * (ack/err accounting), timers (heap order), config (command line), and
- * client (the state machine against a scripted server on a loopback
- * socket).
+ * (ack/err accounting, peek, dropping evicted readings), timers (heap
+ * order), config (command line), and client (the state machine against a
+ * scripted server on a loopback socket: window, resends, keepalive, and a
+ * restart that resumes from the spool). The spool itself: test_spool.c.
  * SPDX-License-Identifier: MIT
  */
 #include <stdarg.h>
@@ -18,8 +19,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "client/backoff.h"
@@ -28,6 +31,7 @@
 #include "client/pending.h"
 #include "client/rng.h"
 #include "client/sim.h"
+#include "client/spool.h"
 #include "client/timers.h"
 #include "client/wire.h"
 #include "util/clock.h"
@@ -481,7 +485,8 @@ test_reply_too_long(void **state)
 static struct pending_entry
 entry(int64_t i)
 {
-    struct pending_entry e = {.ts_ns = i, .value = (double)i};
+    struct pending_entry e = {
+        .ts_ns = i, .value = (double)i, .seq = (uint64_t)i};
 
     return e;
 }
@@ -702,6 +707,40 @@ test_pending_full(void **state)
 }
 
 static void
+test_pending_peek_and_drop_unsent(void **state)
+{
+    struct pending *pq = pending_new(8);
+    size_t n;
+
+    (void)state;
+    assert_null(pending_peek(pq));
+    push_n(pq, 1, 6);
+    assert_int_equal(pending_peek(pq)->seq, 1);
+    send_n(pq, 2, 1, 1, false);
+    /* 3 and 4 lost their spool copy: unsent, they go; 1 and 2 are in
+     * flight and stay, keeping their line numbers. */
+    assert_int_equal(pending_drop_unsent(pq, 4), 2);
+    assert_int_equal(pending_len(pq), 4);
+    assert_int_equal(pending_inflight(pq), 2);
+    assert_int_equal(pending_peek(pq)->seq, 1);
+    send_n(pq, 1, 3, 5, false);
+    assert_int_equal(pending_ok(pq, 3, &n), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(pending_peek(pq)->seq, 6);
+    assert_int_equal(pending_drop_unsent(pq, 5), 0);
+    /* Again across the end of the ring (8 slots). */
+    push_n(pq, 7, 5);
+    send_n(pq, 1, 4, 6, false);
+    assert_int_equal(pending_drop_unsent(pq, 9), 3);
+    send_n(pq, 2, 5, 10, false);
+    assert_int_equal(pending_ok(pq, 6, &n), 0);
+    assert_int_equal(n, 3);
+    assert_null(pending_peek(pq));
+    assert_int_equal(pending_reserve(pq), 0);
+    pending_destroy(pq);
+}
+
+static void
 test_pending_new_limits(void **state)
 {
     (void)state;
@@ -885,8 +924,12 @@ test_options_defaults(void **state)
     const char *hum[] = {"--kind", "humidity", NULL};
 
     (void)state;
+    unsetenv("STATE_DIRECTORY");
     assert_int_equal(cfg(&c, none), OPTIONS_RUN);
     assert_string_equal(c.server, "127.0.0.1:5000");
+    assert_int_equal(c.keepalive_ms, 30000);
+    assert_string_equal(c.spool_dir, OPTIONS_SPOOL_DEFAULT);
+    assert_int_equal(c.spool_max, 64 * 1024 * 1024);
     assert_string_equal(c.id, "Sensor1");
     assert_int_equal(c.interval_ns, INT64_C(2000000000));
     assert_int_equal(c.format, WIRE_INFLUX);
@@ -934,6 +977,42 @@ test_options_values(void **state)
 }
 
 static void
+test_options_spool_keepalive(void **state)
+{
+    struct client_conf c;
+    const char *none[] = {NULL};
+    const char *off[] = {"--no-spool", "--keepalive", "0", NULL};
+    const char *set[] = {"--spool", "/x/y", "--spool-max", "128k",
+                         "--keepalive", "2.5", NULL};
+    const char *mega[] = {"--spool-max", "3M", NULL};
+    const char *giga[] = {"--spool-max", "2G", NULL};
+    const char *bytes[] = {"--spool-max", "70000", NULL};
+
+    (void)state;
+    /* systemd's StateDirectory: the first of several. */
+    setenv("STATE_DIRECTORY", "/var/lib/a:/var/lib/b", 1);
+    assert_int_equal(cfg(&c, none), OPTIONS_RUN);
+    assert_string_equal(c.spool_dir, "/var/lib/a");
+    setenv("STATE_DIRECTORY", "/var/lib/s", 1);
+    assert_int_equal(cfg(&c, none), OPTIONS_RUN);
+    assert_string_equal(c.spool_dir, "/var/lib/s");
+    unsetenv("STATE_DIRECTORY");
+    assert_int_equal(cfg(&c, off), OPTIONS_RUN);
+    assert_null(c.spool_dir);
+    assert_int_equal(c.keepalive_ms, 0);
+    assert_int_equal(cfg(&c, set), OPTIONS_RUN);
+    assert_string_equal(c.spool_dir, "/x/y");
+    assert_int_equal(c.spool_max, 128 * 1024);
+    assert_int_equal(c.keepalive_ms, 2500);
+    assert_int_equal(cfg(&c, mega), OPTIONS_RUN);
+    assert_int_equal(c.spool_max, 3 * 1024 * 1024);
+    assert_int_equal(cfg(&c, giga), OPTIONS_RUN);
+    assert_int_equal(c.spool_max, UINT64_C(2) << 30);
+    assert_int_equal(cfg(&c, bytes), OPTIONS_RUN);
+    assert_int_equal(c.spool_max, 70000);
+}
+
+static void
 test_options_usage_errors(void **state)
 {
     static const char *const bad[][4] = {
@@ -954,6 +1033,16 @@ test_options_usage_errors(void **state)
         {"--max-pending", "0", NULL},
         {"--backoff-max", "0", NULL},
         {"--id", "has space", NULL},
+        {"--spool-max", "1k", NULL},
+        {"--spool-max", "12x", NULL},
+        {"--spool-max", "2T", NULL},
+        {"--spool-max", "2048G", NULL},
+        {"--spool-max", "k", NULL},
+        {"--keepalive", "0.05", NULL},
+        {"--keepalive", "-1", NULL},
+        {"--keepalive", "3601", NULL},
+        {"--spool", "", NULL},
+        {"--spool", "/x", "--no-spool"},
         {"--id", "", NULL},
         {"--nope", NULL},
         {"--count", NULL},
@@ -1013,8 +1102,9 @@ struct harness {
     size_t in_len;
 };
 
+/* The scripted server and a conf; harness_go() starts the client. */
 static void
-harness_init(struct harness *h, enum wire_format fmt, uint64_t count)
+harness_setup(struct harness *h, enum wire_format fmt, uint64_t count)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET};
     socklen_t len = sizeof(sa);
@@ -1047,9 +1137,21 @@ harness_init(struct harness *h, enum wire_format fmt, uint64_t count)
     assert_true(h->env.epfd >= 0);
     assert_int_equal(timers_init(&h->env.timers, 1), 0);
     client_target_init(&h->env.target, h->spec);
+}
+
+static void
+harness_go(struct harness *h)
+{
     h->c = client_new(&h->env, 0, "T", 1, clock_mono_ns());
     assert_non_null(h->c);
     client_start(h->c, clock_mono_ns());
+}
+
+static void
+harness_init(struct harness *h, enum wire_format fmt, uint64_t count)
+{
+    harness_setup(h, fmt, count);
+    harness_go(h);
 }
 
 static void
@@ -1258,6 +1360,177 @@ test_client_bad_ok_reconnects(void **state)
     harness_free(&h);
 }
 
+/* Run the client alone until pred holds, or fail after 5 s. */
+static void
+loop_until_connected(struct harness *h, uint32_t n)
+{
+    int64_t end = clock_mono_ns() + INT64_C(5000000000);
+
+    while (h->env.n_connected != n) {
+        if (clock_mono_ns() > end)
+            fail_msg("connected %u, want %u", h->env.n_connected, n);
+        turn(h, 10);
+    }
+}
+
+/* The server drops its end and takes the next connection afresh. */
+static void
+server_reset(struct harness *h)
+{
+    close(h->sfd);
+    h->sfd = -1;
+    h->in_len = 0;
+}
+
+static void
+test_client_keepalive(void **state)
+{
+    struct harness h;
+    static const char want[] = "\nPING\nPING\n";
+
+    (void)state;
+    harness_setup(&h, WIRE_INFLUX, 1);
+    h.conf.keepalive_ms = 300;
+    harness_go(&h);
+    /* The reading, then (no reply for 300 ms) a PING; a PONG keeps the
+     * connection, and the next quiet period brings another PING. */
+    serve_until_lines(&h, 2);
+    assert_int_equal(memcmp(h.in + h.in_len - 5, "PING\n", 5), 0);
+    reply(&h, "PONG\n");
+    serve_until_lines(&h, 3);
+    assert_non_null(memmem(h.in, h.in_len, want, sizeof(want) - 1));
+    assert_int_equal(h.env.n_connected, 1);
+    assert_int_equal(h.env.sent, 1); /* PINGs are not readings */
+    /* No answer within another period: the connection is dead. */
+    loop_until_connected(&h, 0);
+    server_reset(&h);
+    serve_until_lines(&h, 1);
+    reply(&h, "OK 1\n");
+    loop_until_pending(&h, 0);
+    assert_true(client_done(h.c));
+    assert_int_equal(h.env.acked, 1);
+    harness_free(&h);
+}
+
+static void
+test_client_no_ping_in_original(void **state)
+{
+    struct harness h;
+    int64_t end;
+
+    (void)state;
+    harness_setup(&h, WIRE_ORIGINAL, 1);
+    h.conf.keepalive_ms = 100;
+    harness_go(&h);
+    end = clock_mono_ns() + INT64_C(500000000);
+    while (clock_mono_ns() < end)
+        turn_both(&h);
+    /* A line end would end the original's message mode. */
+    assert_null(memchr(h.in, '\n', h.in_len));
+    assert_int_equal(h.env.n_connected, 1);
+    reply(&h, WIRE_ORIGINAL_REPLY);
+    loop_until_pending(&h, 0);
+    harness_free(&h);
+}
+
+/* The n-th line (1-based) of (p, len): its offset and length. */
+static void
+nth_line(const char *p, size_t len, size_t n, size_t *off, size_t *llen)
+{
+    size_t i, start = 0, seen = 0;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] != '\n')
+            continue;
+        if (++seen == n) {
+            *off = start;
+            *llen = i + 1 - start;
+            return;
+        }
+        start = i + 1;
+    }
+    fail_msg("no line %zu", n);
+}
+
+static void
+rm_tree(const char *path)
+{
+    DIR *d = opendir(path);
+    struct dirent *de;
+    char p[1024];
+    struct stat st;
+
+    if (d == NULL)
+        return;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        snprintf(p, sizeof(p), "%s/%s", path, de->d_name);
+        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
+            rm_tree(p);
+        else
+            unlink(p);
+    }
+    closedir(d);
+    rmdir(path);
+}
+
+/* A client that stops with readings unacknowledged and a new one on the
+ * same spool: the new one resends them, byte for byte, before its own. */
+static void
+test_client_spool_resumes_identical(void **state)
+{
+    struct harness h;
+    char dir[512], first[4096];
+    const char *base = getenv("TMPDIR");
+    size_t first_len, i;
+
+    (void)state;
+    snprintf(dir, sizeof(dir), "%s/clientspoolXXXXXX",
+             base != NULL && base[0] != '\0' ? base : "/tmp");
+    assert_non_null(mkdtemp(dir));
+    harness_setup(&h, WIRE_INFLUX, 5);
+    h.conf.spool_dir = dir;
+    h.conf.spool_max = SPOOL_MAX_DEFAULT;
+    harness_go(&h);
+    serve_until_lines(&h, 4); /* the window */
+    reply(&h, "OK 1\n");
+    serve_until_lines(&h, 5);
+    loop_until_pending(&h, 4);
+    memcpy(first, h.in, h.in_len);
+    first_len = h.in_len;
+    assert_int_equal(client_spool_seq(h.c), 5);
+
+    /* Stop (as at exit) and start a new client on the same spool. */
+    client_destroy(h.c);
+    assert_int_equal(h.env.resumed, 0);
+    server_reset(&h);
+    harness_go(&h);
+    assert_int_equal(h.env.resumed, 4);
+    assert_int_equal(client_pending(h.c), 4);
+    serve_until_lines(&h, 4);
+    for (i = 1; i <= 4; i++) {
+        size_t o1, l1, o2, l2;
+
+        nth_line(first, first_len, i + 1, &o1, &l1);
+        nth_line(h.in, h.in_len, i, &o2, &l2);
+        assert_int_equal(l1, l2);
+        assert_memory_equal(first + o1, h.in + o2, l1);
+    }
+    /* --count 5 with 4 resumed: one new reading, once the window (4)
+     * has room. */
+    reply(&h, "OK 4\n");
+    serve_until_lines(&h, 5);
+    reply(&h, "OK 5\n");
+    loop_until_pending(&h, 0);
+    assert_true(client_done(h.c));
+    assert_int_equal(client_spool_seq(h.c), 6);
+    assert_int_equal(h.env.produced, 6);
+    assert_int_equal(h.env.acked, 6);
+    harness_free(&h);
+    rm_tree(dir);
+}
+
 int
 main(void)
 {
@@ -1288,12 +1561,14 @@ main(void)
         cmocka_unit_test(test_pending_err_all),
         cmocka_unit_test(test_pending_rewind_resends_in_order),
         cmocka_unit_test(test_pending_full),
+        cmocka_unit_test(test_pending_peek_and_drop_unsent),
         cmocka_unit_test(test_pending_new_limits),
         cmocka_unit_test(test_pending_grow_wrapped),
         cmocka_unit_test(test_pending_model),
         cmocka_unit_test(test_timers_order),
         cmocka_unit_test(test_options_defaults),
         cmocka_unit_test(test_options_values),
+        cmocka_unit_test(test_options_spool_keepalive),
         cmocka_unit_test(test_options_usage_errors),
         cmocka_unit_test(test_options_id_room_for_suffix),
         cmocka_unit_test(test_options_help_version),
@@ -1301,6 +1576,9 @@ main(void)
         cmocka_unit_test(test_client_resends_after_reset),
         cmocka_unit_test(test_client_original_one_in_flight),
         cmocka_unit_test(test_client_bad_ok_reconnects),
+        cmocka_unit_test(test_client_keepalive),
+        cmocka_unit_test(test_client_no_ping_in_original),
+        cmocka_unit_test(test_client_spool_resumes_identical),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
