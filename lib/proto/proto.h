@@ -10,6 +10,10 @@
  *   text    the original's  "<sensor> - <quantity>: <number><unit>"
  *   influx  InfluxDB line protocol; the "sensor" tag names the sensor and
  *           each numeric field is one reading whose quantity is its key.
+ *   graphite Graphite plaintext "<path> <value> <timestamp>" (graphite.c);
+ *           struct proto_graphite_map splits the path into sensor and
+ *           quantity.
+ * MQTT PUBLISH packets map to the same struct proto_line (proto/mqtt.h).
  *
  * Thread-safe: no global state; struct proto_line is caller-owned scratch.
  * SPDX-License-Identifier: MIT
@@ -34,6 +38,8 @@
 enum proto_format {
     PROTO_FMT_TEXT = 1,   /* the original's human form */
     PROTO_FMT_INFLUX = 2, /* InfluxDB line protocol */
+    PROTO_FMT_GRAPHITE = 3, /* Graphite plaintext (graphite.c) */
+    PROTO_FMT_MQTT = 4,   /* an MQTT PUBLISH (mqtt_publish_to_line) */
 };
 
 enum proto_rc {
@@ -80,19 +86,41 @@ struct proto_line {
     char scratch[PROTO_MAX_LINE_LIMIT];
 };
 
+/*
+ * How a Graphite path becomes a sensor and a quantity (docs/protocol.md,
+ * "Graphite plaintext"). The path is split at its dots into components,
+ * after prefix (if the path starts with it) has been removed:
+ *   sensor   = the first sensor_parts components, joined by dots;
+ *              0 (the default) means all but the last component;
+ *   quantity = the remaining components, joined by dots, canonicalized
+ *              as proto_canon_quantity does.
+ * Both must be non-empty: a path with too few components is "bad name".
+ * For collectd's write_graphite ("collectd.<host>.<plugin>.<type>"), use
+ * { .prefix = "collectd.", .sensor_parts = 1 }: the host is the sensor.
+ */
+struct proto_graphite_map {
+    const char *prefix;    /* borrowed, NUL-terminated; NULL or "": none */
+    unsigned sensor_parts; /* 0: all but the last component */
+};
+
 /* Options for proto_parse_line; NULL means the defaults. */
 struct proto_opts {
     /* Multiplier from the line-protocol timestamp unit to ns: 1 for "ns"
      * (the default, also when 0), 1000 for "u", 1000000 for "ms",
      * 1000000000 for "s" (the /write endpoint's precision parameter). */
     int64_t ts_mult;
+    /* Graphite path mapping; NULL means the defaults (no prefix, all but
+     * the last component is the sensor). Borrowed for the call. */
+    const struct proto_graphite_map *graphite;
 };
 
 /*
- * Parse one line (p, len), without its line end, trying the text form first
- * and then line protocol. Returns PROTO_OK with out filled, or a negative
- * enum proto_rc; out is undefined on error. Never reads past p + len and
- * accepts any bytes, including NULs and invalid UTF-8 (which it refuses).
+ * Parse one line (p, len), without its line end, trying the text form first,
+ * then line protocol, then Graphite plaintext (the three never accept the
+ * same line; docs/protocol.md 2.1 says which error is reported when none
+ * does). Returns PROTO_OK with out filled, or a negative enum proto_rc; out
+ * is undefined on error. Never reads past p + len and accepts any bytes,
+ * including NULs and invalid UTF-8 (which it refuses).
  */
 int proto_parse_line(const char *p, size_t len, const struct proto_opts *opts,
                      struct proto_line *out);
@@ -101,6 +129,23 @@ int proto_parse_line(const char *p, size_t len, const struct proto_opts *opts,
  * without a line end count as a message only if they are one complete
  * text-form reading). Same contract as proto_parse_line. */
 int proto_parse_text(const char *p, size_t len, struct proto_line *out);
+
+/* Parse only Graphite plaintext (tests, and callers that know the format).
+ * Same contract as proto_parse_line; opts->graphite maps the path. */
+int proto_parse_graphite(const char *p, size_t len,
+                         const struct proto_opts *opts,
+                         struct proto_line *out);
+
+/*
+ * lib/proto internal, for proto_parse.c: Graphite on [b, e), a line that
+ * passed proto_parse_line's byte checks and was trimmed (non-empty, not a
+ * comment), with out reset (n, scratch_used, has_ts zero). *looks is set
+ * when the line has Graphite's shape (three blank-separated words, the
+ * second a number, nan or inf), so that its error is the one reported.
+ */
+int proto_graphite_parse(const char *b, const char *e,
+                         const struct proto_opts *opts,
+                         struct proto_line *out, bool *looks);
 
 /* A short, fixed, lower-case English reason for an enum proto_rc, used on
  * the wire in "ERR <n> <reason>" (no line breaks). */
@@ -116,6 +161,16 @@ const char *proto_strerror(int rc);
 struct proto_str proto_canon_quantity(const char *name, size_t len, char *buf,
                                       size_t buf_len,
                                       struct proto_str *default_unit);
+
+/*
+ * The canonical unit for a reading of the quantity named (q, q_len) (a wire
+ * name or a canonical one) whose sender said unit (u, u_len): as the text
+ * form maps it (docs/protocol.md 2.4). For a known quantity an empty unit
+ * or an alias gives the default unit (static storage); any other unit, and
+ * any unit of an unknown quantity, is returned as given (borrowed).
+ */
+struct proto_str proto_canon_unit(const char *q, size_t q_len, const char *u,
+                                  size_t u_len);
 
 /*
  * The log.txt human form of one reading, as the original logged it:

@@ -11,6 +11,8 @@
  */
 #include "proto/proto.h"
 
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -119,6 +121,70 @@ str_is(struct proto_str s, const char *lit, size_t n)
     return s.len == n && s.p != NULL && memcmp(s.p, lit, n) == 0;
 }
 
+/*
+ * "%.15g" of v without snprintf for the common case: v is the double
+ * nearest to a decimal m / 10^k with |m| < 10^15 and k <= 6. Then that
+ * decimal has at most 15 significant digits, so "%.15g" prints exactly it
+ * (DBL_DIG is 15), trailing zeros stripped. (double)m / 10^k is correctly
+ * rounded (both operands exact), so comparing it with v proves the case.
+ * Returns the length, or 0 for "use snprintf" (-0, tiny or huge values).
+ */
+static size_t
+fmt_g15_fast(double v, char *buf)
+{
+    static const double p10[] = {1, 10, 100, 1e3, 1e4, 1e5, 1e6};
+    double a = fabs(v);
+    int k;
+
+    if (signbit(v) && v == 0)
+        return 0;
+    if (v != 0 && (a < 1e-4 || a >= 1e15))
+        return 0;
+    for (k = 0; k <= 6; k++) {
+        double s = v * p10[k];
+        long long m;
+        unsigned long long u, ip, fp;
+        char tmp[24], *q = buf;
+        int n = 0, d;
+
+        if (fabs(s) >= 1e15)
+            return 0;
+        m = llround(s);
+        if ((double)m / p10[k] != v)
+            continue;
+        if (m < 0) {
+            *q++ = '-';
+            u = (unsigned long long)(-m);
+        } else {
+            u = (unsigned long long)m;
+        }
+        ip = u / (unsigned long long)p10[k];
+        fp = u % (unsigned long long)p10[k];
+        do {
+            tmp[n++] = (char)('0' + ip % 10);
+            ip /= 10;
+        } while (ip != 0);
+        while (n > 0)
+            *q++ = tmp[--n];
+        if (fp != 0) {
+            d = k;
+            while (fp % 10 == 0) {
+                fp /= 10;
+                d--;
+            }
+            *q++ = '.';
+            for (n = d - 1; n >= 0; n--) {
+                tmp[n] = (char)('0' + fp % 10);
+                fp /= 10;
+            }
+            memcpy(q, tmp, (size_t)d);
+            q += d;
+        }
+        return (size_t)(q - buf);
+    }
+    return 0;
+}
+
 size_t
 proto_format_human(const struct proto_reading *r, char *buf, size_t len)
 {
@@ -147,7 +213,9 @@ proto_format_human(const struct proto_reading *r, char *buf, size_t len)
     else
         put_escaped(&o, r->quantity.p, r->quantity.len, false);
     out_put(&o, ": ", 2);
-    n = snprintf(num, sizeof(num), "%.15g", r->value);
+    n = (int)fmt_g15_fast(r->value, num);
+    if (n == 0)
+        n = snprintf(num, sizeof(num), "%.15g", r->value);
     if (n > 0 && (size_t)n < sizeof(num))
         out_put(&o, num, (size_t)n);
     if (r->unit.len > 0) {

@@ -131,7 +131,9 @@ check_line(const char *p, size_t len, const struct proto_line *pl)
     size_t i, j;
 
     check(pl->n >= 1 && pl->n <= PROTO_MAX_FIELDS, "1 <= n <= max");
-    check(pl->fmt == PROTO_FMT_TEXT || pl->fmt == PROTO_FMT_INFLUX, "fmt");
+    check(pl->fmt == PROTO_FMT_TEXT || pl->fmt == PROTO_FMT_INFLUX ||
+              pl->fmt == PROTO_FMT_GRAPHITE,
+          "fmt");
     check(pl->scratch_used <= len, "scratch within the line's length");
     if (pl->fmt == PROTO_FMT_TEXT)
         check(pl->n == 1 && !pl->has_ts, "text form: one reading, no ts");
@@ -286,7 +288,9 @@ fuzz_one(const char *line, size_t len, const struct proto_opts *opts)
                          sizeof(double)) == 0,
               "parse_text and parse_line agree");
     } else if (rc == PROTO_OK) {
-        check(g_a.fmt == PROTO_FMT_INFLUX, "text refused means influx");
+        /* fuzz_graphite checks the Graphite side of the boundary. */
+        check(g_a.fmt == PROTO_FMT_INFLUX || g_a.fmt == PROTO_FMT_GRAPHITE,
+              "text refused means influx or graphite");
     }
 
     if (rc == PROTO_OK) {

@@ -1111,6 +1111,54 @@ test_sp_numbers(void **state)
     assert_ptr_equal(sp_rtrim_blanks(s, s + 2), s);
 }
 
+/* The human form prints values exactly as "%.15g" would (proto_format.c
+ * has a fast path for short decimals; it must never differ). */
+static void
+test_human_value_matches_printf(void **state)
+{
+    static const double p10[] = {1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7};
+    struct proto_reading r;
+    char got[512], want[512], num[64];
+    unsigned long long x = 0x9e3779b97f4a7c15ULL;
+    int i;
+
+    (void)state;
+    memset(&r, 0, sizeof(r));
+    r.sensor.p = "s";
+    r.sensor.len = 1;
+    r.quantity.p = "x";
+    r.quantity.len = 1;
+    for (i = 0; i < 300000; i++) {
+        double v;
+
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        switch (i % 4) {
+        case 0: /* short decimals, like sensors send */
+            v = (double)(long long)(x % 2000000ULL) / p10[(x >> 40) % 8] -
+                (double)((x >> 20) % 1000);
+            break;
+        case 1: /* any double in a wide range */
+            v = ldexp((double)(x >> 11) / 9007199254740992.0,
+                      (int)((x >> 3) % 120) - 60);
+            break;
+        case 2: /* integers up to and past 1e15 */
+            v = (double)(x % 4000000000000000ULL);
+            break;
+        default: /* negative zero, tiny, huge */
+            v = i % 12 == 3 ? -0.0 : (x & 1 ? 1e-5 : 1.5e15) * (double)(x % 7);
+            break;
+        }
+        r.value = v;
+        proto_format_human(&r, got, sizeof(got));
+        snprintf(num, sizeof(num), "%.15g", v);
+        snprintf(want, sizeof(want), "s - x: %s", num);
+        if (strcmp(got, want) != 0)
+            fail_msg("value %.17g: got '%s', want '%s'", v, got, want);
+    }
+}
+
 int
 main(void)
 {
@@ -1133,6 +1181,7 @@ main(void)
         cmocka_unit_test(test_utf8_exhaustive),
         cmocka_unit_test(test_sp_f64_matches_strtod),
         cmocka_unit_test(test_sp_numbers),
+        cmocka_unit_test(test_human_value_matches_printf),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
