@@ -134,6 +134,8 @@ clean:
 include deploy/dist.mk
 # make bench: the benchmarks and their references (docs/performance.md).
 include bench/bench.mk
+# The dashboard's files, embedded in sensornet-server.
+include src/server/dashboard/dashboard.mk
 
 # Keep objects that pattern chains would delete as intermediates.
 .SECONDARY:

@@ -329,12 +329,12 @@ write_server_conf() {
         else
             echo "db $state_dir/sensornet.db"
         fi
-        if [ "$http_port" != 0 ]; then
-            if server_supports http; then
-                echo "http 0.0.0.0:$http_port"
-            else
-                say "this sensornet-server has no --http: dashboard off"
-            fi
+        if ! server_supports http; then
+            say "this sensornet-server has no --http: dashboard off"
+        elif [ "$http_port" != 0 ]; then
+            echo "http 0.0.0.0:$http_port"
+        else
+            echo "http off"
         fi
         for kv in "${server_opts[@]}"; do
             line=${kv/=/ }

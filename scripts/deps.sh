@@ -10,7 +10,8 @@ build_pkgs=(build-essential pkg-config libsqlite3-dev libpq-dev
             libmicrohttpd-dev libjansson-dev libssl-dev)
 test_pkgs=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest
            python3-yaml postgresql sqlite3 curl iproute2 procps nftables
-           yamllint shellcheck haproxy systemd git nodejs collectd-core)
+           yamllint shellcheck haproxy systemd git nodejs collectd-core
+           chromium)
 
 bench_pkgs=(gnuplot-nox influxdb mosquitto linux-perf postgresql sqlite3
             python3 procps)
@@ -33,7 +34,21 @@ if [ "${1:-}" = "--test" ] && ! command -v npm >/dev/null 2>&1 &&
         ! printf '%s\n' "${missing[@]}" | grep -qx nodejs; then
     missing+=(npm)
 fi
-[ ${#missing[@]} -eq 0 ] && exit 0
+# The dashboard's browser tests (tests/integ/test_dashboard.py): npm's
+# playwright-core, in build/npm, drives Debian's chromium (it downloads no
+# browser of its own).
+browser_deps() {
+    [ "${1:-}" = "--test" ] || return 0
+    cd "$(dirname "$0")/.."
+    [ -f build/npm/node_modules/playwright-core/package.json ] && return 0
+    echo "sensornet: installing playwright-core into build/npm" >&2
+    npm install --prefix build/npm --no-audit --no-fund --loglevel=error \
+        playwright-core@1 >&2
+}
+if [ ${#missing[@]} -eq 0 ]; then
+    browser_deps "${1:-}"
+    exit 0
+fi
 
 echo "sensornet: installing Debian packages: ${missing[*]}" >&2
 sudo=""
@@ -51,3 +66,4 @@ $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 if [ "${1:-}" = "--test" ] && ! command -v npm >/dev/null 2>&1; then
     $sudo apt-get install -y -qq --no-install-recommends npm >/dev/null
 fi
+browser_deps "${1:-}"

@@ -127,6 +127,9 @@ class Server(Proc):
         self.db_path = os.path.join(dir, "sensornet.db")
         argv = [SERVER, "--listen", "127.0.0.1:%d" % self.port,
                 "--log", self.log_path, "--db", self.db_path] + list(args)
+        if "--http" not in args:
+            # Tests run in parallel: no test binds the default 8080.
+            argv += ["--http", "off"]
         super().__init__(argv, dir, name, env)
         if wait:
             self.wait_ready()

@@ -71,10 +71,27 @@ static const struct opt opts[] = {
     {"idle-timeout", OPT_DUR, "300s", F(idle_timeout_ms), 1000,
      INT64_C(86400000), 1000, "TIME",
      "close connections silent for this long"},
+    {"graphite-prefix", OPT_STR, NULL, F(graphite_prefix), 0, 0, 0,
+     "PREFIX", "Graphite paths: strip this prefix first (collectd's "
+     "write_graphite: collectd.)"},
+    {"graphite-sensor-parts", OPT_UINT, "0", F(graphite_sensor_parts), 0, 64,
+     0, "N", "Graphite paths: the first N components name the sensor, the "
+     "rest the quantity; 0: all but the last (collectd: 1, the host)"},
+    {"max-connection-age", OPT_DUR, "0", F(max_conn_age_ms), 0,
+     INT64_C(31536000000), 1000, "TIME",
+     "close a connection this old (minus up to 10 % jitter) once its "
+     "readings are acknowledged, so clients reconnect and spread over "
+     "newly added collectors behind a load balancer; 0: never"},
     {"retention", OPT_DUR, "0", F(retention_ms), 0, INT64_MAX / 1000000,
      86400000, "TIME", "delete readings older than this; 0: keep all"},
     {"shutdown-timeout", OPT_DUR, "10s", F(shutdown_timeout_ms), 0, 3600000,
      1000, "TIME", "on SIGTERM, longest wait for storage to commit"},
+    /* HTTP API (src/server/http.c, docs/api.md) */
+    {"http", OPT_OFFSTR, "127.0.0.1:8080", F(http), 0, 0, 0, "ADDR",
+     "HTTP API, /write, /metrics and dashboard: HOST:PORT or [V6]:PORT; "
+     "off: none"},
+    {"http-max-body", OPT_UINT, "8388608", F(http_max_body), 1024,
+     1073741824, 0, "BYTES", "largest POST /write body; larger get 413"},
     {"verbose", OPT_BOOL, "no", F(verbose), 0, 0, 0, NULL,
      "debug messages on stderr"},
 };
@@ -410,7 +427,9 @@ config_free(struct server_conf *c)
     free(c->db_path);
     free(c->postgres);
     free(c->http);
+    free(c->graphite_prefix);
     c->log_path = c->db_path = c->postgres = c->http = NULL;
+    c->graphite_prefix = NULL;
 }
 
 int

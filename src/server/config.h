@@ -32,9 +32,13 @@ struct server_conf {
     uint64_t max_line;
     int64_t silence_ms;
     int64_t idle_timeout_ms;
+    int64_t max_conn_age_ms; /* 0: no limit */
     int64_t retention_ms; /* 0: keep everything */
     int64_t shutdown_timeout_ms;
     char *http;           /* NULL: off */
+    char *graphite_prefix;          /* stripped from Graphite paths */
+    uint64_t graphite_sensor_parts; /* 0: all but the last component */
+    uint64_t http_max_body; /* bytes */
     bool verbose;
     bool check_only;
 };

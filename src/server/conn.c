@@ -62,6 +62,14 @@ conn_new(struct worker *w, int fd)
     c->fd = fd;
     c->ok_off = SIZE_MAX;
     c->active_ms = w->now_ms;
+    c->accepted_ms = w->now_ms;
+    if (w->conf->max_conn_age_ms > 0)
+        /* Up to 10 % earlier, so connections accepted together (after a
+         * restart) do not all reconnect at the same moment. */
+        c->age_limit_ms = w->conf->max_conn_age_ms -
+                          (int64_t)((uint64_t)random() %
+                                    (uint64_t)(w->conf->max_conn_age_ms / 10 +
+                                               1));
     list_init(&c->l_all);
     list_init(&c->l_idle);
     list_init(&c->l_silence);
@@ -351,7 +359,19 @@ log_reading(struct conn *c, const struct proto_reading *r)
         return;
     }
     stamp = logfile_stamp(&w->stamp, w->now_real_ns);
-    n = (size_t)snprintf(dst, room, "%sRecebido de %s: ", stamp, c->peer_log);
+    /* The prefix without snprintf: it is per reading. */
+    memcpy(dst, stamp, LOGFILE_STAMP_LEN);
+    n = LOGFILE_STAMP_LEN;
+    memcpy(dst + n, "Recebido de ", 12);
+    n += 12;
+    {
+        size_t pl = strlen(c->peer_log);
+
+        memcpy(dst + n, c->peer_log, pl);
+        n += pl;
+    }
+    dst[n++] = ':';
+    dst[n++] = ' ';
     n += proto_format_human(r, dst + n, room - n - 1);
     if (n > room - 1)
         n = room - 1;
@@ -388,6 +408,12 @@ add_readings(struct conn *c, const struct proto_line *pl)
     }
     atomic_fetch_add_explicit(&w->stats.readings, pl->n,
                               memory_order_relaxed);
+    /* HTTP API hook (presence.h): the sensor this connection sends now;
+     * the registry is locked only when it changes. */
+    if (pl->n > 0 &&
+        !presence_is(c->pres, pl->r[0].sensor.p, pl->r[0].sensor.len))
+        c->pres = presence_switch(w->sh->presence, c->pres, pl->r[0].sensor.p,
+                                  pl->r[0].sensor.len);
 }
 
 static void
@@ -428,6 +454,8 @@ conn_line(struct conn *c, const char *p, size_t len)
         reply_err(c, lineno, proto_strerror(PROTO_E_TOOLONG));
         atomic_fetch_add_explicit(&w->stats.lines_refused, 1,
                                   memory_order_relaxed);
+        atomic_fetch_add_explicit(&w->stats.refused_by[-PROTO_E_TOOLONG], 1,
+                                  memory_order_relaxed); /* /metrics */
         return LINE_OK;
     }
     if (lineno == 1 && c->n_orig == 0 && proto_is_http_request(p, len)) {
@@ -439,7 +467,7 @@ conn_line(struct conn *c, const char *p, size_t len)
     if (!line_room(c, len))
         return LINE_AGAIN;
     c->n_lines++;
-    rc = proto_parse_line(p, len, NULL, w->pl);
+    rc = proto_parse_line(p, len, &w->popts, w->pl);
     if (rc == PROTO_E_EMPTY) {
         c->n_lines--; /* only spaces, or a '#' comment: not a line */
         return LINE_OK;
@@ -449,6 +477,8 @@ conn_line(struct conn *c, const char *p, size_t len)
         log_received_raw(c, p, len);
         atomic_fetch_add_explicit(&w->stats.lines_refused, 1,
                                   memory_order_relaxed);
+        atomic_fetch_add_explicit(&w->stats.refused_by[-rc], 1,
+                                  memory_order_relaxed); /* /metrics */
         return LINE_OK;
     }
     c->n_accepted++;
@@ -512,6 +542,9 @@ conn_process(struct conn *c, const char *buf, size_t len)
             reply_err(c, c->n_lines, proto_strerror(PROTO_E_TOOLONG));
             atomic_fetch_add_explicit(&c->w->stats.lines_refused, 1,
                                       memory_order_relaxed);
+            atomic_fetch_add_explicit(
+                &c->w->stats.refused_by[-PROTO_E_TOOLONG], 1,
+                memory_order_relaxed); /* /metrics */
             return len;
         }
         llen = (size_t)(nl - p);
@@ -566,13 +599,18 @@ conn_throttle(struct conn *c)
     list_add_tail(&w->throttled, &c->l_throttle);
 }
 
-/* What a connection that stops reading still holds: a final line without
- * its line end counts as a line; bytes from a client that never sent a line
- * end count as its original-form message if they are one. */
+/* What a connection that stops reading still holds: after the peer's EOF
+ * a final line without its line end counts as a line (the peer said it is
+ * complete); bytes from a client that never sent a line end count as its
+ * original-form message if they are one. A partial line of a connection
+ * the server stops (shutdown, --max-connection-age) may be cut anywhere:
+ * it is dropped unacknowledged, and the client sends it again. */
 static void
 finish_pending(struct conn *c)
 {
     if (c->in_len == 0)
+        return;
+    if ((c->flags & CONN_F_LINEMODE) && !(c->flags & CONN_F_EOF))
         return;
     if (c->flags & CONN_F_LINEMODE) {
         enum line_rc rc = conn_line(c, c->in, c->in_len);
@@ -597,7 +635,7 @@ conn_resume(struct conn *c)
         if (!keep_pending(c, c->in + used, c->in_len - used) ||
             (c->flags & CONN_F_CLOSING))
             return true;
-        if (memchr(c->in, '\n', c->in_len) != NULL) {
+        if (c->in_len > 0 && memchr(c->in, '\n', c->in_len) != NULL) {
             conn_throttle(c);
             return false;
         }
@@ -783,6 +821,8 @@ conn_close_now(struct conn *c)
     if (list_linked(&c->l_throttle))
         list_del(&c->l_throttle);
     worker_conn_closed(w, c);
+    presence_release(w->sh->presence, c->pres); /* HTTP API hook */
+    c->pres = NULL;
     free(c->in);
     c->in = NULL;
     c->in_len = c->in_cap = 0;

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "server/config.h"
+#include "server/http.h"
 #include "server/logfile.h"
 #include "server/store.h"
 #include "server/worker.h"
@@ -143,6 +144,9 @@ main(int argc, char **argv)
     struct store *st = NULL;
     struct logfile *lf = NULL;
     struct net_addr addrs[CONFIG_MAX_LISTEN];
+    struct net_addr http_addr;  /* HTTP API hook */
+    struct http *http = NULL;
+    struct presence *presence = NULL;
     struct store_conf scf;
     struct writer_conf wcf;
     char err[CONFIG_ERR_LEN];
@@ -169,6 +173,13 @@ main(int argc, char **argv)
             config_free(&cf);
             return 2;
         }
+    }
+    /* HTTP API hook: --http HOST:PORT, or off. */
+    if (cf.http != NULL &&
+        net_parse_hostport(cf.http, false, &http_addr, err, sizeof(err)) < 0) {
+        fprintf(stderr, "sensornet-server: --http %s\n", err);
+        config_free(&cf);
+        return 2;
     }
     if (cf.check_only) {
         printf("sensornet-server: configuration ok\n");
@@ -209,6 +220,10 @@ main(int argc, char **argv)
         goto out;
     sh = (struct worker_shared){.conf = &cf};
     atomic_init(&sh.n_conns, 0);
+    presence = presence_new(0); /* HTTP API hook */
+    if (presence == NULL)
+        goto out;
+    sh.presence = presence;
     for (i = 0; i < n_threads; i++) {
         int fds[CONFIG_MAX_LISTEN];
 
@@ -225,6 +240,33 @@ main(int argc, char **argv)
         workers[i] = worker_new(&sh, i, fds, cf.n_listen, err, sizeof(err));
         if (workers[i] == NULL) {
             fprintf(stderr, "sensornet-server: %s\n", err);
+            goto out;
+        }
+    }
+
+    /* HTTP API hook: bind its port now, so that it is listening once
+     * log.txt says the server started; the thread starts below. */
+    if (cf.http != NULL) {
+        struct http_conf hcf = {.max_body = (size_t)cf.http_max_body,
+                                .store = scf,
+                                .sh = &sh,
+                                .workers = workers,
+                                .n_workers = (size_t)n_threads};
+        struct sockaddr_storage ss;
+        socklen_t sslen = sizeof(ss);
+        char host[NET_HOST_LEN];
+
+        hcf.listen_fd = net_listen(&http_addr, false, 1024, err, sizeof(err));
+        if (hcf.listen_fd < 0) {
+            fprintf(stderr, "sensornet-server: --http: %s\n", err);
+            goto out;
+        }
+        if (getsockname(hcf.listen_fd, (struct sockaddr *)&ss, &sslen) == 0)
+            net_addr_host((struct sockaddr *)&ss, host, sizeof(host),
+                          &sh.http_port);
+        http = http_new(&hcf, err, sizeof(err));
+        if (http == NULL) {
+            fprintf(stderr, "sensornet-server: --http: %s\n", err);
             goto out;
         }
     }
@@ -259,6 +301,15 @@ main(int argc, char **argv)
         }
         started++;
     }
+    if (http != NULL) { /* HTTP API hook */
+        rc = http_start(http);
+        if (rc < 0) {
+            fprintf(stderr, "sensornet-server: HTTP thread: %s\n",
+                    strerror(-rc));
+            goto stop;
+        }
+        log_info("HTTP API and dashboard on http://%s/", cf.http);
+    }
     log_info("listening on %s (and %zu more), %d threads, at most %llu "
              "connections, store %s, fsync %s",
              cf.listen[0], cf.n_listen - 1, n_threads,
@@ -288,20 +339,24 @@ main(int argc, char **argv)
 stop:
     for (i = 0; i < started; i++)
         worker_stop(workers[i]);
+    http_stop(http); /* HTTP API hook */
     for (i = 0; i < started; i++)
         worker_join(workers[i]);
+    http_join(http);
     if (writer_stop(wr) < 0) {
         log_error("storage never recovered: readings not acknowledged "
                   "were not stored");
         status = 1;
     }
 out:
+    http_free(http); /* after writer_stop: every batch is back */
     if (workers != NULL) {
         for (i = 0; i < n_threads; i++)
             worker_free(workers[i]);
         free(workers);
     }
     writer_free(wr);
+    presence_free(presence);
     store_close(st);
     logfile_close(lf);
     config_free(&cf);

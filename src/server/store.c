@@ -65,3 +65,86 @@ store_close(struct store *st)
     if (st != NULL)
         st->ops->close(st);
 }
+
+/* ---- The read side: argument checks shared by the backends ------------- */
+
+static int
+refuse_query(struct store *st, const char *why)
+{
+    snprintf(st->errmsg, sizeof(st->errmsg), "%s", why);
+    return STORE_E_INVAL;
+}
+
+static size_t
+cap_rows(size_t n)
+{
+    return n > STORE_QUERY_MAX_ROWS ? STORE_QUERY_MAX_ROWS : n;
+}
+
+int
+store_list_series(struct store *st, const char *sensor, const char *quantity,
+                  size_t max_rows, store_series_fn *fn, void *arg)
+{
+    if (fn == NULL || (sensor == NULL && quantity != NULL))
+        return refuse_query(st, "list_series: bad arguments");
+    if (max_rows == 0)
+        return 0;
+    return st->ops->list_series(st, sensor, quantity, cap_rows(max_rows), fn,
+                                arg);
+}
+
+static int
+check_range(struct store *st, const struct store_range *q)
+{
+    if (q == NULL || q->sensor == NULL || q->quantity == NULL)
+        return refuse_query(st, "query: no sensor or quantity");
+    if (q->from_ns > q->to_ns)
+        return refuse_query(st, "query: from is after to");
+    return 0;
+}
+
+int
+store_read_range(struct store *st, const struct store_range *q,
+                 store_point_fn *fn, void *arg)
+{
+    struct store_range c;
+    int rc = check_range(st, q);
+
+    if (rc < 0)
+        return rc;
+    if (fn == NULL)
+        return refuse_query(st, "read_range: no callback");
+    if (q->limit == 0 || q->from_ns == q->to_ns)
+        return 0;
+    c = *q;
+    c.limit = cap_rows(c.limit);
+    return st->ops->read_range(st, &c, fn, arg);
+}
+
+int
+store_read_buckets(struct store *st, const struct store_range *q,
+                   int64_t step_ns, store_bucket_fn *fn, void *arg)
+{
+    struct store_range c;
+    int64_t origin, rem, span;
+    int rc = check_range(st, q);
+
+    if (rc < 0)
+        return rc;
+    if (fn == NULL || step_ns <= 0)
+        return refuse_query(st, "read_buckets: no callback or step <= 0");
+    /* Buckets start at multiples of step: round from down (floor, also
+     * for times before 1970). */
+    rem = q->from_ns % step_ns;
+    if (rem < 0)
+        rem += step_ns;
+    /* The backends compute (ts - origin) / step for origin <= ts < to. */
+    if (__builtin_sub_overflow(q->from_ns, rem, &origin) ||
+        __builtin_sub_overflow(q->to_ns, origin, &span))
+        return refuse_query(st, "read_buckets: time range too large");
+    if (q->limit == 0 || q->from_ns == q->to_ns)
+        return 0;
+    c = *q;
+    c.limit = cap_rows(c.limit);
+    return st->ops->read_buckets(st, &c, origin, step_ns, fn, arg);
+}

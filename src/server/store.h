@@ -91,6 +91,75 @@ const char *store_name(const struct store *st);
 /* Delete at most max_rows readings older than cutoff_ns in one short
  * transaction; returns rows deleted or a negative enum store_err. */
 int store_retention_step(struct store *st, int64_t cutoff_ns, int max_rows);
+/* ---- The read side ------------------------------------------------------
+ * Queries for the HTTP API, on its own STORE_F_READONLY handle (any handle
+ * works). Each streams rows to a callback: strings in a row are
+ * NUL-terminated and borrowed for the length of the call only. A callback
+ * returns 0 to go on, anything else to stop early. Each op returns the
+ * number of rows passed to the callback, or a negative enum store_err with
+ * store_errmsg() set. Rows are capped by the caller's limit, never more
+ * than STORE_QUERY_MAX_ROWS.
+ */
+#define STORE_QUERY_MAX_ROWS 100000
+
+/* One row of the sensors table (docs/storage.md, section 3). */
+struct store_series {
+    const char *sensor;
+    const char *quantity;
+    const char *unit;      /* unit of the newest reading */
+    const char *peer;      /* who sent the newest reading; "" if unknown */
+    int64_t first_seen;    /* arrival of the first stored reading (ns) */
+    int64_t last_seen;     /* arrival of the last stored reading (ns) */
+    int64_t first_ts;      /* oldest reading time stored (count > 0) */
+    int64_t last_ts;       /* newest reading time (has_last) */
+    double last_value;     /* value at last_ts (has_last) */
+    bool has_last;
+    int64_t count;         /* readings stored now */
+};
+
+typedef int store_series_fn(void *arg, const struct store_series *s);
+
+/* The series ordered by sensor then quantity: all of them when sensor is
+ * NULL, else those of sensor (and only quantity when it is not NULL). At
+ * most max_rows. */
+int store_list_series(struct store *st, const char *sensor,
+                      const char *quantity, size_t max_rows,
+                      store_series_fn *fn, void *arg);
+
+/* One series' readings with from_ns <= ts < to_ns, at most limit. */
+struct store_range {
+    const char *sensor;
+    const char *quantity;
+    int64_t from_ns;
+    int64_t to_ns;
+    size_t limit;
+};
+
+typedef int store_point_fn(void *arg, int64_t ts_ns, double value);
+
+/* The readings of the range in time order. */
+int store_read_range(struct store *st, const struct store_range *q,
+                     store_point_fn *fn, void *arg);
+
+/* The readings of one bucket [start_ns, start_ns + step). */
+struct store_bucket {
+    int64_t start_ns;
+    int64_t count;
+    double min, max, avg;
+};
+
+typedef int store_bucket_fn(void *arg, const struct store_bucket *b);
+
+/*
+ * The range's readings aggregated by the database into buckets of step_ns
+ * aligned on multiples of step_ns (since the epoch): the non-empty ones in
+ * time order, at most q->limit. step_ns > 0, and to_ns minus from_ns
+ * rounded down to a multiple of step_ns must fit in an int64_t
+ * (STORE_E_INVAL otherwise).
+ */
+int store_read_buckets(struct store *st, const struct store_range *q,
+                       int64_t step_ns, store_bucket_fn *fn, void *arg);
+
 /* store_close(NULL) is a no-op. */
 void store_close(struct store *st);
 

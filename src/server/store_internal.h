@@ -19,6 +19,15 @@ struct store_ops {
     void (*rollback)(struct store *st);
     int (*retention_step)(struct store *st, int64_t cutoff_ns, int max_rows);
     void (*close)(struct store *st);
+    /* The read side (store.h); arguments already checked by store.c. */
+    int (*list_series)(struct store *st, const char *sensor,
+                       const char *quantity, size_t max_rows,
+                       store_series_fn *fn, void *arg);
+    int (*read_range)(struct store *st, const struct store_range *q,
+                      store_point_fn *fn, void *arg);
+    int (*read_buckets)(struct store *st, const struct store_range *q,
+                        int64_t origin_ns, int64_t step_ns,
+                        store_bucket_fn *fn, void *arg);
 };
 
 /* Every backend's struct starts with this header. */

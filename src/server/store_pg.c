@@ -1869,6 +1869,205 @@ pg_close(struct store *st)
     free(p);
 }
 
+/* ---- the read side (store.h) ----------------------------------------- */
+
+/*
+ * Queries of the read handle: one PQexecParams each, parameters as text,
+ * results in binary (int8 and float8 arrive as 8 big-endian bytes, so no
+ * number is parsed back from text). Text columns are compared and sorted
+ * bytewise (COLLATE "C"), as SQLite does.
+ */
+#define PG_SERIES_COLS                                                         \
+    "SELECT s.sensor, s.quantity, s.unit, s.first_seen, s.last_seen,"         \
+    " s.first_ts, s.last_ts, s.last_value, s.count,"                          \
+    " (SELECT p.addr FROM readings r JOIN peers p ON p.id = r.peer_id"       \
+    "  WHERE r.series_id = s.id AND r.ts = s.last_ts)"                        \
+    " FROM series s"
+
+static int64_t
+pg_col_i64(const PGresult *res, int row, int col)
+{
+    uint64_t v = 0;
+
+    if (PQgetisnull(res, row, col) || PQgetlength(res, row, col) != 8)
+        return 0;
+    memcpy(&v, PQgetvalue(res, row, col), 8);
+    return (int64_t)be64toh(v);
+}
+
+static double
+pg_col_f64(const PGresult *res, int row, int col)
+{
+    uint64_t v = 0;
+    double d;
+
+    if (PQgetisnull(res, row, col) || PQgetlength(res, row, col) != 8)
+        return 0;
+    memcpy(&v, PQgetvalue(res, row, col), 8);
+    v = be64toh(v);
+    memcpy(&d, &v, 8);
+    return d;
+}
+
+static const char *
+pg_col_text(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col);
+}
+
+/* Run one read query; *out gets its result (caller PQclears). */
+static int
+pg_read_query(struct pg_store *p, const char *sql, int n_params,
+              const char *const *vals, PGresult **out)
+{
+    PGresult *res;
+    int rc;
+
+    *out = NULL;
+    if (p->in_batch) {
+        set_err(p, "postgresql: query inside a write transaction");
+        return STORE_E_INVAL;
+    }
+    rc = ensure_conn(p);
+    if (rc < 0)
+        return rc;
+    res = PQexecParams(p->conn, sql, n_params, NULL, vals, NULL, NULL, 1);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = fail(p, res, "query");
+        PQclear(res);
+        return rc;
+    }
+    *out = res;
+    return 0;
+}
+
+static int
+pg_list_series(struct store *st, const char *sensor, const char *quantity,
+               size_t max_rows, store_series_fn *fn, void *arg)
+{
+    struct pg_store *p = (struct pg_store *)st;
+    const char *vals[3];
+    char limit[32];
+    const char *sql;
+    PGresult *res;
+    int n = 0, rc, i;
+
+    snprintf(limit, sizeof(limit), "%zu", max_rows);
+    vals[0] = limit;
+    vals[1] = sensor;
+    vals[2] = quantity;
+    if (sensor == NULL)
+        sql = PG_SERIES_COLS " ORDER BY s.sensor COLLATE \"C\","
+                             " s.quantity COLLATE \"C\" LIMIT $1::bigint";
+    else if (quantity == NULL)
+        sql = PG_SERIES_COLS " WHERE s.sensor = $2"
+                             " ORDER BY s.quantity COLLATE \"C\""
+                             " LIMIT $1::bigint";
+    else
+        sql = PG_SERIES_COLS " WHERE s.sensor = $2 AND s.quantity = $3"
+                             " LIMIT $1::bigint";
+    rc = pg_read_query(p, sql, sensor == NULL ? 1 : quantity == NULL ? 2 : 3,
+                       vals, &res);
+    if (rc < 0)
+        return rc;
+    for (i = 0; i < PQntuples(res); i++) {
+        struct store_series r = {
+            .sensor = pg_col_text(res, i, 0),
+            .quantity = pg_col_text(res, i, 1),
+            .unit = pg_col_text(res, i, 2),
+            .first_seen = pg_col_i64(res, i, 3),
+            .last_seen = pg_col_i64(res, i, 4),
+            .first_ts = pg_col_i64(res, i, 5),
+            .last_ts = pg_col_i64(res, i, 6),
+            .last_value = pg_col_f64(res, i, 7),
+            .has_last = !PQgetisnull(res, i, 6) && !PQgetisnull(res, i, 7),
+            .count = pg_col_i64(res, i, 8),
+            .peer = pg_col_text(res, i, 9),
+        };
+
+        n++;
+        if (fn(arg, &r) != 0)
+            break;
+    }
+    PQclear(res);
+    return n;
+}
+
+static int
+pg_read_range(struct store *st, const struct store_range *q,
+              store_point_fn *fn, void *arg)
+{
+    struct pg_store *p = (struct pg_store *)st;
+    char from[32], to[32], limit[32];
+    const char *vals[5] = {q->sensor, q->quantity, from, to, limit};
+    PGresult *res;
+    int n = 0, rc, i;
+
+    snprintf(from, sizeof(from), "%lld", (long long)q->from_ns);
+    snprintf(to, sizeof(to), "%lld", (long long)q->to_ns);
+    snprintf(limit, sizeof(limit), "%zu", q->limit);
+    rc = pg_read_query(
+        p,
+        "SELECT ts, value FROM readings WHERE series_id ="
+        " (SELECT id FROM series WHERE sensor = $1 AND quantity = $2)"
+        " AND ts >= $3::bigint AND ts < $4::bigint ORDER BY ts"
+        " LIMIT $5::bigint",
+        5, vals, &res);
+    if (rc < 0)
+        return rc;
+    for (i = 0; i < PQntuples(res); i++) {
+        n++;
+        if (fn(arg, pg_col_i64(res, i, 0), pg_col_f64(res, i, 1)) != 0)
+            break;
+    }
+    PQclear(res);
+    return n;
+}
+
+static int
+pg_read_buckets(struct store *st, const struct store_range *q,
+                int64_t origin_ns, int64_t step_ns, store_bucket_fn *fn,
+                void *arg)
+{
+    struct pg_store *p = (struct pg_store *)st;
+    char origin[32], from[32], to[32], step[32], limit[32];
+    const char *vals[7] = {q->sensor, q->quantity, origin, from, to, step,
+                           limit};
+    PGresult *res;
+    int n = 0, rc, i;
+
+    snprintf(origin, sizeof(origin), "%lld", (long long)origin_ns);
+    snprintf(from, sizeof(from), "%lld", (long long)q->from_ns);
+    snprintf(to, sizeof(to), "%lld", (long long)q->to_ns);
+    snprintf(step, sizeof(step), "%lld", (long long)step_ns);
+    snprintf(limit, sizeof(limit), "%zu", q->limit);
+    rc = pg_read_query(
+        p,
+        "SELECT (ts - $3::bigint) / $6::bigint AS b, min(value), max(value),"
+        " avg(value), count(*) FROM readings WHERE series_id ="
+        " (SELECT id FROM series WHERE sensor = $1 AND quantity = $2)"
+        " AND ts >= $4::bigint AND ts < $5::bigint GROUP BY b ORDER BY b"
+        " LIMIT $7::bigint",
+        7, vals, &res);
+    if (rc < 0)
+        return rc;
+    for (i = 0; i < PQntuples(res); i++) {
+        struct store_bucket b = {
+            .start_ns = origin_ns + pg_col_i64(res, i, 0) * step_ns,
+            .min = pg_col_f64(res, i, 1),
+            .max = pg_col_f64(res, i, 2),
+            .avg = pg_col_f64(res, i, 3),
+            .count = pg_col_i64(res, i, 4),
+        };
+
+        n++;
+        if (fn(arg, &b) != 0)
+            break;
+    }
+    PQclear(res);
+    return n;
+}
+
 const struct store_ops store_pg_ops = {
     .name = "postgresql",
     .open = pg_open,
@@ -1878,4 +2077,7 @@ const struct store_ops store_pg_ops = {
     .rollback = pg_rollback,
     .retention_step = pg_retention_step,
     .close = pg_close,
+    .list_series = pg_list_series,
+    .read_range = pg_read_range,
+    .read_buckets = pg_read_buckets,
 };

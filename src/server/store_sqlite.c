@@ -950,6 +950,33 @@ be32(const unsigned char *p)
            (uint32_t)p[3];
 }
 
+/* Classify a file by its first n (up to 100) header bytes. */
+static int
+classify_header(const char *path, const unsigned char *hdr, size_t n,
+                enum file_kind *kind, uint32_t *app_id, char *err)
+{
+    static const char magic[16] = "SQLite format 3";
+
+    if (n < 100 || memcmp(hdr, magic, sizeof(magic)) != 0) {
+        snprintf(err, STORE_ERR_LEN,
+                 "%s is not an SQLite database; refusing to touch it "
+                 "(move it away or choose another --db)",
+                 path);
+        return STORE_E_CORRUPT;
+    }
+    if (be32(hdr + 68) != 0 && be32(hdr + 68) != SN_APP_ID) {
+        snprintf(err, STORE_ERR_LEN,
+                 "%s is the SQLite database of another application "
+                 "(application_id 0x%08" PRIx32 "), not sensornet's; "
+                 "refusing to touch it",
+                 path, be32(hdr + 68));
+        return STORE_E_CORRUPT;
+    }
+    *kind = FILE_SQLITE;
+    *app_id = be32(hdr + 68);
+    return 0;
+}
+
 /*
  * Classify the file at path by reading its first 100 bytes with plain
  * read(2), before SQLite sees it: SQLite must not touch (journal, lock
@@ -958,7 +985,6 @@ be32(const unsigned char *p)
 static int
 precheck(const char *path, enum file_kind *kind, uint32_t *app_id, char *err)
 {
-    static const char magic[16] = "SQLite format 3";
     unsigned char hdr[100];
     struct stat sb;
     ssize_t n;
@@ -992,24 +1018,67 @@ precheck(const char *path, enum file_kind *kind, uint32_t *app_id, char *err)
         return STORE_E_IO;
     }
     close(fd);
-    if ((size_t)n < sizeof(hdr) || memcmp(hdr, magic, sizeof(magic)) != 0) {
-        snprintf(err, STORE_ERR_LEN,
-                 "%s is not an SQLite database; refusing to touch it "
-                 "(move it away or choose another --db)",
-                 path);
-        return STORE_E_CORRUPT;
+    return classify_header(path, hdr, (size_t)n, kind, app_id, err);
+}
+
+/*
+ * precheck() for a handle opened while another connection of this process
+ * may have the file open (the HTTP API's read handle beside the writer).
+ * Closing any descriptor of a file drops every POSIX lock the process
+ * holds on it, the writer's included: another process could then take the
+ * file for its own, checkpoint, and delete the WAL the writer goes on
+ * appending to. So the header is read through SQLite's own descriptor,
+ * which SQLite keeps open while locks are held; opening a connection only
+ * reads the file.
+ */
+static int
+precheck_shared(const char *path, enum file_kind *kind, uint32_t *app_id,
+                char *err)
+{
+    unsigned char hdr[100];
+    sqlite3_file *fp = NULL;
+    sqlite3 *db = NULL;
+    struct stat sb;
+    size_t n = sizeof(hdr);
+    int rc;
+
+    if (stat(path, &sb) < 0) {
+        if (errno == ENOENT) {
+            *kind = FILE_MISSING;
+            return 0;
+        }
+        snprintf(err, STORE_ERR_LEN, "cannot open database %s: %s", path,
+                 strerror(errno));
+        return STORE_E_IO;
     }
-    if (be32(hdr + 68) != 0 && be32(hdr + 68) != SN_APP_ID) {
-        snprintf(err, STORE_ERR_LEN,
-                 "%s is the SQLite database of another application "
-                 "(application_id 0x%08" PRIx32 "), not sensornet's; "
-                 "refusing to touch it",
-                 path, be32(hdr + 68));
-        return STORE_E_CORRUPT;
+    if (!S_ISREG(sb.st_mode)) {
+        snprintf(err, STORE_ERR_LEN, "database %s is not a regular file", path);
+        return STORE_E_INVAL;
     }
-    *kind = FILE_SQLITE;
-    *app_id = be32(hdr + 68);
-    return 0;
+    if (sb.st_size == 0) {
+        *kind = FILE_EMPTY;
+        return 0;
+    }
+    rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                         NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_file_control(db, "main", SQLITE_FCNTL_FILE_POINTER, &fp);
+    if (rc == SQLITE_OK && (fp == NULL || fp->pMethods == NULL))
+        rc = SQLITE_CANTOPEN;
+    if (rc == SQLITE_OK) {
+        rc = fp->pMethods->xRead(fp, hdr, (int)sizeof(hdr), 0);
+        if (rc == SQLITE_IOERR_SHORT_READ) {
+            n = (size_t)sb.st_size < sizeof(hdr) ? (size_t)sb.st_size : 0;
+            rc = SQLITE_OK;
+        }
+    }
+    if (rc != SQLITE_OK) {
+        format_err(err, db, rc, "reading the header of", path);
+        sqlite3_close(db);
+        return err_class(rc);
+    }
+    sqlite3_close(db);
+    return classify_header(path, hdr, n, kind, app_id, err);
 }
 
 /* One integer from a single-row query (a PRAGMA or a count). */
@@ -1272,7 +1341,9 @@ sq_open(const struct store_conf *conf, char *err, int *why)
         rc = STORE_E_INVAL;
         goto fail;
     }
-    rc = precheck(conf->sqlite_path, &kind, &raw_app_id, err);
+    rc = readonly
+             ? precheck_shared(conf->sqlite_path, &kind, &raw_app_id, err)
+             : precheck(conf->sqlite_path, &kind, &raw_app_id, err);
     if (rc < 0)
         goto fail;
     if (readonly && kind != FILE_SQLITE) {
@@ -1343,6 +1414,212 @@ fail:
     return NULL;
 }
 
+/* ------------------------------------------------------------------ */
+/* The read side (store.h). Statements are prepared per call: a query   */
+/* costs far more than its preparation, and the read handle keeps no    */
+/* state between calls.                                                 */
+
+#define SQ_SERIES_COLS                                                         \
+    "SELECT s.sensor, s.quantity, s.unit, s.first_seen, s.last_seen,"         \
+    " s.first_ts, s.last_ts, s.last_value, s.count,"                          \
+    " (SELECT p.addr FROM readings AS r JOIN peers AS p ON p.id = r.peer_id" \
+    "  WHERE r.series_id = s.id AND r.ts = s.last_ts)"                        \
+    " FROM series AS s"
+
+/* Prepare sql; on failure record it and return its class. */
+static int
+sq_prepare_query(struct sq_store *s, const char *sql, sqlite3_stmt **q)
+{
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, q, NULL);
+
+    if (rc != SQLITE_OK) {
+        sqlite3_finalize(*q);
+        *q = NULL;
+        return fail(s, rc, "preparing a query on");
+    }
+    return 0;
+}
+
+static const char *
+col_text(sqlite3_stmt *q, int col)
+{
+    const unsigned char *t = sqlite3_column_text(q, col);
+
+    return t != NULL ? (const char *)t : "";
+}
+
+/* Step q to its end, handing each row to row(); returns rows or an error.
+ * row() returns nonzero to stop. */
+static int
+sq_stream(struct sq_store *s, sqlite3_stmt *q,
+          int (*row)(sqlite3_stmt *q, void *ctx), void *ctx)
+{
+    int n = 0, rc;
+
+    for (;;) {
+        rc = sqlite3_step(q);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW) {
+            rc = fail(s, rc, "querying");
+            sqlite3_finalize(q);
+            return rc;
+        }
+        n++;
+        if (row(q, ctx) != 0)
+            break;
+    }
+    sqlite3_finalize(q);
+    return n;
+}
+
+struct sq_series_ctx {
+    store_series_fn *fn;
+    void *arg;
+};
+
+static int
+sq_series_row(sqlite3_stmt *q, void *ctx)
+{
+    struct sq_series_ctx *c = ctx;
+    struct store_series r = {
+        .sensor = col_text(q, 0),
+        .quantity = col_text(q, 1),
+        .unit = col_text(q, 2),
+        .first_seen = sqlite3_column_int64(q, 3),
+        .last_seen = sqlite3_column_int64(q, 4),
+        .first_ts = sqlite3_column_int64(q, 5),
+        .last_ts = sqlite3_column_int64(q, 6),
+        .last_value = sqlite3_column_double(q, 7),
+        .has_last = sqlite3_column_type(q, 6) != SQLITE_NULL &&
+                    sqlite3_column_type(q, 7) != SQLITE_NULL,
+        .count = sqlite3_column_int64(q, 8),
+        .peer = col_text(q, 9),
+    };
+
+    return c->fn(c->arg, &r);
+}
+
+static int
+sq_list_series(struct store *st, const char *sensor, const char *quantity,
+               size_t max_rows, store_series_fn *fn, void *arg)
+{
+    struct sq_store *s = (struct sq_store *)st;
+    struct sq_series_ctx ctx = {fn, arg};
+    sqlite3_stmt *q = NULL;
+    const char *sql;
+    int rc;
+
+    if (sensor == NULL)
+        sql = SQ_SERIES_COLS " ORDER BY s.sensor, s.quantity LIMIT ?3";
+    else if (quantity == NULL)
+        sql = SQ_SERIES_COLS " WHERE s.sensor = ?1"
+                             " ORDER BY s.quantity LIMIT ?3";
+    else
+        sql = SQ_SERIES_COLS " WHERE s.sensor = ?1 AND s.quantity = ?2"
+                             " LIMIT ?3";
+    rc = sq_prepare_query(s, sql, &q);
+    if (rc < 0)
+        return rc;
+    if (sensor != NULL)
+        sqlite3_bind_text(q, 1, sensor, -1, SQLITE_STATIC);
+    if (quantity != NULL)
+        sqlite3_bind_text(q, 2, quantity, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, (sqlite3_int64)max_rows);
+    return sq_stream(s, q, sq_series_row, &ctx);
+}
+
+struct sq_point_ctx {
+    store_point_fn *fn;
+    void *arg;
+};
+
+static int
+sq_point_row(sqlite3_stmt *q, void *ctx)
+{
+    struct sq_point_ctx *c = ctx;
+
+    return c->fn(c->arg, sqlite3_column_int64(q, 0),
+                 sqlite3_column_double(q, 1));
+}
+
+static int
+sq_read_range(struct store *st, const struct store_range *r,
+              store_point_fn *fn, void *arg)
+{
+    struct sq_store *s = (struct sq_store *)st;
+    struct sq_point_ctx ctx = {fn, arg};
+    sqlite3_stmt *q = NULL;
+    int rc;
+
+    /* One primary-key range scan of the series. */
+    rc = sq_prepare_query(
+        s,
+        "SELECT ts, value FROM readings WHERE series_id ="
+        " (SELECT id FROM series WHERE sensor = ?1 AND quantity = ?2)"
+        " AND ts >= ?3 AND ts < ?4 ORDER BY ts LIMIT ?5",
+        &q);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_text(q, 1, r->sensor, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, r->quantity, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, r->from_ns);
+    sqlite3_bind_int64(q, 4, r->to_ns);
+    sqlite3_bind_int64(q, 5, (sqlite3_int64)r->limit);
+    return sq_stream(s, q, sq_point_row, &ctx);
+}
+
+struct sq_bucket_ctx {
+    store_bucket_fn *fn;
+    void *arg;
+    int64_t origin, step;
+};
+
+static int
+sq_bucket_row(sqlite3_stmt *q, void *ctx)
+{
+    struct sq_bucket_ctx *c = ctx;
+    struct store_bucket b = {
+        .start_ns = c->origin + sqlite3_column_int64(q, 0) * c->step,
+        .min = sqlite3_column_double(q, 1),
+        .max = sqlite3_column_double(q, 2),
+        .avg = sqlite3_column_double(q, 3),
+        .count = sqlite3_column_int64(q, 4),
+    };
+
+    return c->fn(c->arg, &b);
+}
+
+static int
+sq_read_buckets(struct store *st, const struct store_range *r,
+                int64_t origin_ns, int64_t step_ns, store_bucket_fn *fn,
+                void *arg)
+{
+    struct sq_store *s = (struct sq_store *)st;
+    struct sq_bucket_ctx ctx = {fn, arg, origin_ns, step_ns};
+    sqlite3_stmt *q = NULL;
+    int rc;
+
+    /* ts - origin >= 0, so integer division is the floor: the bucket. */
+    rc = sq_prepare_query(
+        s,
+        "SELECT (ts - ?3) / ?6 AS b, min(value), max(value), avg(value),"
+        " count(*) FROM readings WHERE series_id ="
+        " (SELECT id FROM series WHERE sensor = ?1 AND quantity = ?2)"
+        " AND ts >= ?4 AND ts < ?5 GROUP BY b ORDER BY b LIMIT ?7",
+        &q);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_text(q, 1, r->sensor, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, r->quantity, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, origin_ns);
+    sqlite3_bind_int64(q, 4, r->from_ns);
+    sqlite3_bind_int64(q, 5, r->to_ns);
+    sqlite3_bind_int64(q, 6, step_ns);
+    sqlite3_bind_int64(q, 7, (sqlite3_int64)r->limit);
+    return sq_stream(s, q, sq_bucket_row, &ctx);
+}
+
 const struct store_ops store_sqlite_ops = {
     .name = "sqlite",
     .open = sq_open,
@@ -1352,4 +1629,7 @@ const struct store_ops store_sqlite_ops = {
     .rollback = sq_rollback,
     .retention_step = sq_retention_step,
     .close = sq_close,
+    .list_series = sq_list_series,
+    .read_range = sq_read_range,
+    .read_buckets = sq_read_buckets,
 };

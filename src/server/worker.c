@@ -256,6 +256,35 @@ min_deadline(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
+/* --max-connection-age: w->conns is in accept order, so only its head,
+ * up to the connections younger than the earliest possible limit (90 % of
+ * the age), is looked at. A connection past its limit drains: what it sent
+ * is acknowledged, then it is closed and its client reconnects. */
+static int64_t
+age_check(struct worker *w)
+{
+    int64_t min_age = w->conf->max_conn_age_ms -
+                      w->conf->max_conn_age_ms / 10;
+    int64_t next = w->now_ms + 1000;
+    struct list *it;
+
+    for (it = w->conns.next; it != &w->conns; it = it->next) {
+        struct conn *c = list_entry(it, struct conn, l_all);
+
+        if (c->accepted_ms + min_age > w->now_ms) {
+            next = min_deadline(next, c->accepted_ms + min_age);
+            break;
+        }
+        if (c->flags & (CONN_F_DRAINING | CONN_F_CLOSING | CONN_F_CLOSED))
+            continue;
+        if (c->accepted_ms + c->age_limit_ms <= w->now_ms)
+            conn_drain(c);
+        else
+            next = min_deadline(next, c->accepted_ms + c->age_limit_ms);
+    }
+    return next;
+}
+
 static int64_t
 run_timers(struct worker *w)
 {
@@ -268,6 +297,13 @@ run_timers(struct worker *w)
         if (c->active_ms + cf->idle_timeout_ms > w->now_ms) {
             next = min_deadline(next, c->active_ms + cf->idle_timeout_ms);
             break;
+        }
+        if (c->flags & CONN_F_THROTTLED) {
+            /* Not idle: it holds data the server does not read while
+             * storage is behind. */
+            c->active_ms = w->now_ms;
+            list_move_tail(&w->idle, &c->l_idle);
+            continue;
         }
         list_del(&c->l_idle);
         atomic_fetch_add_explicit(&w->stats.idle_closed, 1,
@@ -282,6 +318,8 @@ run_timers(struct worker *w)
         }
         conn_silence_expired(c);
     }
+    if (cf->max_conn_age_ms > 0)
+        next = min_deadline(next, age_check(w));
     while (!list_empty(&w->draining_list)) {
         c = list_entry(w->draining_list.next, struct conn, l_idle);
         if (c->drain_ms + CONN_LINGER_MS > w->now_ms) {
@@ -410,6 +448,9 @@ worker_new(struct worker_shared *sh, int id, const int *fds, size_t n,
     list_init(&w->throttled);
     list_init(&w->closing);
     logfile_stamp_init(&w->stamp, sh->conf->log_utc);
+    w->gmap.prefix = sh->conf->graphite_prefix;
+    w->gmap.sensor_parts = (unsigned)sh->conf->graphite_sensor_parts;
+    w->popts.graphite = &w->gmap;
     w->wake.fd = -1;
     for (i = 0; i < n; i++)
         w->listeners[i].fd = fds[i];

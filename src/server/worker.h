@@ -14,7 +14,11 @@
 #include <stdint.h>
 
 #include "server/config.h"
+#include "server/presence.h"
 #include "server/writer.h"
+
+/* Refusal reasons counted per worker: -enum proto_rc, 1 to 10. */
+#define WORKER_REFUSE_REASONS 11
 
 /* Counters a worker keeps; read by any thread (relaxed atomics). */
 struct worker_stats {
@@ -27,6 +31,9 @@ struct worker_stats {
     atomic_uint_fast64_t http_on_sensor_port;
     atomic_uint_fast64_t idle_closed;
     atomic_uint_fast64_t log_lines_dropped;
+    /* HTTP API hook: lines_refused by reason, indexed by -enum proto_rc
+     * (for /metrics). */
+    atomic_uint_fast64_t refused_by[WORKER_REFUSE_REASONS];
 };
 
 /* State shared by all workers; owned by main. */
@@ -35,6 +42,7 @@ struct worker_shared {
     struct writer *writer;
     atomic_uint_fast64_t n_conns; /* open connections, all workers */
     int http_port;                /* 0: HTTP off (for the sensor-port hint) */
+    struct presence *presence;    /* HTTP API hook: who is connected now */
 };
 
 struct worker;

@@ -96,12 +96,15 @@ struct conn {
     size_t out_len, out_pos, out_cap;
     size_t ok_off;           /* offset of a trailing "OK n" or SIZE_MAX */
     char *http_host;         /* Host header of an HTTP request */
+    struct presence_entry *pres; /* HTTP API hook: sensor it sent last */
 
     uint64_t n_lines;        /* non-blank lines received (line numbers) */
     uint64_t n_accepted;     /* lines accepted */
     uint64_t n_acked;        /* accepted lines committed */
     uint64_t n_orig;         /* original-form messages received */
 
+    int64_t accepted_ms;     /* w->conns order */
+    int64_t age_limit_ms;    /* --max-connection-age with its jitter */
     int64_t active_ms;       /* last read (idle list order) */
     int64_t silence_ms;      /* last read while holding a partial line */
     int64_t drain_ms;        /* when DRAINING began */
@@ -143,6 +146,8 @@ struct worker {
     size_t n_conns;
 
     struct proto_line *pl;   /* parse scratch */
+    struct proto_graphite_map gmap;
+    struct proto_opts popts; /* parser options (Graphite mapping) */
     char *rbuf;
     int64_t now_ms;          /* monotonic, refreshed each wakeup */
     int64_t now_real_ns;     /* wall clock, refreshed each read */

@@ -27,6 +27,26 @@
 /* Most readings in one transaction. */
 #define GROUP_MAX 262144
 
+const uint64_t writer_latency_bounds_ns[WRITER_HIST_BUCKETS - 1] = {
+    1000000,   2500000,   5000000,   10000000,   25000000,   50000000,
+    100000000, 250000000, 500000000, 1000000000, 2500000000,
+};
+const uint64_t writer_size_bounds[WRITER_HIST_BUCKETS - 1] = {
+    1, 10, 50, 100, 500, 1000, 5000, 10000, 50000, 100000, 262144,
+};
+
+/* The bucket of v among bounds (WRITER_HIST_BUCKETS - 1 of them). */
+static size_t
+hist_bucket(uint64_t v, const uint64_t *bounds)
+{
+    size_t i;
+
+    for (i = 0; i < WRITER_HIST_BUCKETS - 1; i++)
+        if (v <= bounds[i])
+            break;
+    return i;
+}
+
 struct writer {
     pthread_t thread;
     bool started;
@@ -223,6 +243,11 @@ commit_group(struct writer *w, struct batch *list, size_t n_readings)
     w->stats.readings += n_readings;
     w->stats.invalid = w->n_invalid;
     w->stats.last_commit_ns = clock_mono_ns() - t0;
+    /* /metrics histograms */
+    w->stats.latency_hist[hist_bucket((uint64_t)w->stats.last_commit_ns,
+                                      writer_latency_bounds_ns)]++;
+    w->stats.latency_sum_ns += (uint64_t)w->stats.last_commit_ns;
+    w->stats.size_hist[hist_bucket(n_readings, writer_size_bounds)]++;
     pthread_mutex_unlock(&w->mu);
     return 0;
 }

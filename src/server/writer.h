@@ -29,6 +29,12 @@ struct writer_conf {
     int shutdown_timeout_ms; /* give up retrying this long after stop */
 };
 
+/* Commit histograms (for /metrics): counts per bucket, not cumulative;
+ * bucket i holds values up to bounds[i], the last one the rest. */
+#define WRITER_HIST_BUCKETS 12
+extern const uint64_t writer_latency_bounds_ns[WRITER_HIST_BUCKETS - 1];
+extern const uint64_t writer_size_bounds[WRITER_HIST_BUCKETS - 1];
+
 struct writer_stats {
     uint64_t commits;
     uint64_t readings;
@@ -38,6 +44,9 @@ struct writer_stats {
     uint64_t queued_batches;
     int64_t last_commit_ns; /* duration of the last commit */
     bool healthy;           /* the last commit attempt succeeded */
+    uint64_t latency_hist[WRITER_HIST_BUCKETS]; /* commit duration */
+    uint64_t latency_sum_ns;
+    uint64_t size_hist[WRITER_HIST_BUCKETS];    /* readings per commit */
 };
 
 struct writer;

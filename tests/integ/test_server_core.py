@@ -424,3 +424,29 @@ def test_message_cut_inside_its_number_is_not_taken(server):
     s.sendall("4°C".encode())
     assert recv_exactly(s, len(ORIGINAL_REPLY)) == ORIGINAL_REPLY
     assert received(srv) == ["Sensor1 - Temperatura: 25.34°C"]
+
+
+def test_max_connection_age_acks_then_closes(server):
+    """Clients are asked to reconnect (to spread over new collectors) by a
+    close that comes only after what they sent is acknowledged; a partial
+    line is never taken as complete."""
+    srv = server("--max-connection-age", "1s")
+    s = srv.connect()
+    c = LineConn(s)
+    c.send("Sensor1 - Temperatura: 20C\nm,sensor=a temperature=2")
+    assert c.wait_ok(1) == []
+    t0 = time.monotonic()
+    rest = recv_until_closed(s, timeout=10)
+    assert rest == b""
+    assert 0.5 <= time.monotonic() - t0 <= 5
+    assert received(srv) == ["Sensor1 - Temperatura: 20°C"]
+
+
+def test_partial_line_at_shutdown_is_not_stored(server):
+    srv = server()
+    c = LineConn(srv.connect())
+    c.send("Sensor1 - Temperatura: 20C\nm,sensor=a temperature=2")
+    assert c.wait_ok(1) == []
+    srv.signal(signal.SIGTERM)
+    assert srv.wait(20) == 0
+    assert received(srv) == ["Sensor1 - Temperatura: 20°C"]
