@@ -38,6 +38,7 @@ pids+=($!)
 "$bin/sensornet-client" --kind humidity --quiet --spool "$dir/spool" >>"$dir/client2.log" 2>&1 &
 pids+=($!)
 echo "sensornet demo: server on 127.0.0.1:5000, Sensor1 and Sensor2 sending."
+echo "Dashboard: http://127.0.0.1:8080/"
 echo "Showing $dir/log.txt; Ctrl-C stops."
 tail -n 5 -f "$dir/log.txt" &
 pids+=($!)
