@@ -67,3 +67,26 @@ def test_postgresql_down_mid_stream(pg, server, client, how):
     assert stored(pg) == acked
     assert_consistent(pg)
     assert "storage recovered" in srv.stderr()
+
+
+def test_kill9_right_after_ack_loses_nothing(pg, server):
+    """The collector killed right after each acknowledgement: PostgreSQL
+    holds everything acknowledged, and resends are stored once."""
+    from conftest import LineConn
+    srv = server("--postgres", pg.conninfo)
+    acked = 0
+    for rnd in range(4):
+        c = LineConn(srv.connect())
+        # Each round resends the previous round's last 100 lines too.
+        start = max(0, rnd * 1000 - 100)
+        c.send("".join("m,sensor=k9 temperature=%d %d\n"
+                       % (i, 1700000000000000000 + i)
+                       for i in range(start, (rnd + 1) * 1000)))
+        assert c.wait_ok((rnd + 1) * 1000 - start) == []
+        acked = (rnd + 1) * 1000
+        srv.p.kill()
+        srv.wait(10)
+        assert stored(pg) == acked
+        srv = server("--postgres", pg.conninfo, port=srv.port)
+    assert pg.sql("SELECT count FROM series WHERE sensor = 'k9'") == \
+        str(acked)
