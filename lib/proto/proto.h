@@ -54,6 +54,9 @@ enum proto_rc {
     PROTO_E_TOOLONG = -8,  /* line over the limit (reported by framing) */
     PROTO_E_EMPTY = -9,    /* blank line (callers ignore these) */
     PROTO_E_TIMESTAMP = -10, /* bad or out-of-range timestamp */
+    /* Given by the collector, never by the parsers (--tokens): */
+    PROTO_E_NOAUTH = -11,    /* the connection has not authenticated */
+    PROTO_E_FORBIDDEN = -12, /* a reading of another sensor than its own */
 };
 
 /* A borrowed byte string: points into the parsed line, into

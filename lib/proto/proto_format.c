@@ -262,6 +262,10 @@ proto_strerror(int rc)
         return "empty line";
     case PROTO_E_TIMESTAMP:
         return "bad timestamp";
+    case PROTO_E_NOAUTH:
+        return "not authenticated";
+    case PROTO_E_FORBIDDEN:
+        return "sensor not allowed";
     default:
         return "unknown error";
     }

@@ -71,6 +71,10 @@ static const struct opt opts[] = {
     {"idle-timeout", OPT_DUR, "300s", F(idle_timeout_ms), 1000,
      INT64_C(86400000), 1000, "TIME",
      "close connections silent for this long"},
+    {"tokens", OPT_STR, NULL, F(tokens), 0, 0, 0, "FILE",
+     "let in only sensors with a token: lines '<sensor id> <token>' or "
+     "'<sensor id> sha256:<hex>' (docs/security.md); clients send AUTH, "
+     "/write a Bearer header"},
     {"graphite-prefix", OPT_STR, NULL, F(graphite_prefix), 0, 0, 0,
      "PREFIX", "Graphite paths: strip this prefix first (collectd's "
      "write_graphite: collectd.)"},
@@ -428,6 +432,8 @@ config_free(struct server_conf *c)
     free(c->postgres);
     free(c->http);
     free(c->graphite_prefix);
+    free(c->tokens);
+    c->tokens = NULL;
     c->log_path = c->db_path = c->postgres = c->http = NULL;
     c->graphite_prefix = NULL;
 }

@@ -36,6 +36,7 @@ struct server_conf {
     int64_t retention_ms; /* 0: keep everything */
     int64_t shutdown_timeout_ms;
     char *http;           /* NULL: off */
+    char *tokens;         /* --tokens FILE, or NULL: open */
     char *graphite_prefix;          /* stripped from Graphite paths */
     uint64_t graphite_sensor_parts; /* 0: all but the last component */
     uint64_t http_max_body; /* bytes */

@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "server/auth.h"
 #include "server/worker_internal.h"
 #include "util/clock.h"
 
@@ -86,6 +87,7 @@ conn_free(struct conn *c)
     free(c->in);
     free(c->out);
     free(c->http_host);
+    free(c->auth_sensor);
     free(c);
 }
 
@@ -423,6 +425,76 @@ ack_later(struct conn *c, uint32_t n_orig)
         c->refs++;
 }
 
+static void
+refuse_line(struct conn *c, uint64_t lineno, int rc)
+{
+    struct worker *w = c->w;
+
+    reply_err(c, lineno, proto_strerror(rc));
+    atomic_fetch_add_explicit(&w->stats.lines_refused, 1,
+                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&w->stats.refused_by[-rc], 1,
+                              memory_order_relaxed); /* /metrics */
+}
+
+/* With --tokens: every reading of the line is the connection's sensor. */
+static bool
+own_readings(const struct conn *c, const struct proto_line *pl)
+{
+    size_t i;
+
+    for (i = 0; i < pl->n; i++)
+        if (pl->r[i].sensor.len != c->auth_len ||
+            memcmp(pl->r[i].sensor.p, c->auth_sensor, c->auth_len) != 0)
+            return false;
+    return true;
+}
+
+static void
+auth_reply(struct conn *c, const char *msg)
+{
+    out_append(c, msg, strlen(msg));
+    c->ok_off = SIZE_MAX; /* not an OK: never coalesced away */
+}
+
+/*
+ * "AUTH <sensor> <token>" (docs/protocol.md 8): answered at once, never
+ * numbered. A wrong token closes the connection, so each guess costs one.
+ */
+static void
+conn_auth(struct conn *c, const char *p, size_t len)
+{
+    const struct auth *a = c->w->sh->auth;
+    struct proto_str sensor, token;
+    int rc;
+
+    if (a == NULL) {
+        auth_reply(c, "AUTH OK\n");
+        return;
+    }
+    rc = auth_parse_line(p, len, &sensor, &token);
+    if (rc < 0 || !auth_check(a, sensor.p, sensor.len, token.p, token.len)) {
+        auth_reply(c, "AUTH ERR bad credentials\n");
+        conn_close_later(c, "bad credentials");
+        return;
+    }
+    if (c->auth_sensor != NULL) {
+        if (sensor.len != c->auth_len ||
+            memcmp(sensor.p, c->auth_sensor, c->auth_len) != 0)
+            auth_reply(c, "AUTH ERR already authenticated\n");
+        else
+            auth_reply(c, "AUTH OK\n");
+        return;
+    }
+    c->auth_sensor = strndup(sensor.p, sensor.len);
+    if (c->auth_sensor == NULL) {
+        conn_close_later(c, "out of memory");
+        return;
+    }
+    c->auth_len = sensor.len;
+    auth_reply(c, "AUTH OK\n");
+}
+
 /* One complete line (p, len) without its line end. */
 static enum line_rc
 conn_line(struct conn *c, const char *p, size_t len)
@@ -441,6 +513,11 @@ conn_line(struct conn *c, const char *p, size_t len)
     }
     if (len == 0)
         return LINE_OK; /* blank lines are not counted */
+    if (len > 5 && p[0] == 'A' && memcmp(p, "AUTH", 4) == 0 &&
+        (p[4] == ' ' || p[4] == '\t')) {
+        conn_auth(c, p, len);
+        return (c->flags & CONN_F_CLOSING) ? LINE_STOP : LINE_OK;
+    }
     if (len == 4 && memcmp(p, "PING", 4) == 0) {
         /* Application keepalive: answered at once, never counted, so a
          * client learns within one round trip that the path is alive. */
@@ -472,13 +549,18 @@ conn_line(struct conn *c, const char *p, size_t len)
         c->n_lines--; /* only spaces, or a '#' comment: not a line */
         return LINE_OK;
     }
+    if (w->sh->auth != NULL && c->auth_sensor == NULL) {
+        /* Not logged either: log.txt is no place for strangers' bytes. */
+        refuse_line(c, lineno, PROTO_E_NOAUTH);
+        return LINE_OK;
+    }
     if (rc != PROTO_OK) {
-        reply_err(c, lineno, proto_strerror(rc));
+        refuse_line(c, lineno, rc);
         log_received_raw(c, p, len);
-        atomic_fetch_add_explicit(&w->stats.lines_refused, 1,
-                                  memory_order_relaxed);
-        atomic_fetch_add_explicit(&w->stats.refused_by[-rc], 1,
-                                  memory_order_relaxed); /* /metrics */
+        return LINE_OK;
+    }
+    if (w->sh->auth != NULL && !own_readings(c, w->pl)) {
+        refuse_line(c, lineno, PROTO_E_FORBIDDEN);
         return LINE_OK;
     }
     c->n_accepted++;
@@ -734,6 +816,8 @@ conn_silence_expired(struct conn *c)
     if ((c->flags & (CONN_F_LINEMODE | CONN_F_CLOSING | CONN_F_THROTTLED)) ||
         c->in_len == 0)
         return;
+    if (w->sh->auth != NULL)
+        return; /* cannot send AUTH: refused, without an answer */
     /* Only one whole reading that ends with its unit: bytes cut inside
      * the number ("...: 25.3" of "25.34°C") must not pass for a message. */
     last = c->in[c->in_len - 1];

@@ -246,6 +246,7 @@ http_req_maybe_free(struct http_req *r)
         return;
     list_del(&r->l_all);
     free(r->line);
+    free(r->auth_sensor);
     free(r);
 }
 

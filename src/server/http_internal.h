@@ -100,6 +100,8 @@ struct http_req {
     int err_rc;             /* its enum proto_rc */
     char peer[NET_HOST_LEN + 8];
     char peer_log[NET_HOST_LEN + 16];
+    char *auth_sensor;      /* --tokens: the sensor its token proved */
+    size_t auth_len;
 };
 
 /* Counters of the HTTP thread (only it reads and writes them). */

@@ -19,7 +19,7 @@
 
 /* conn.c counts refusals in refused_by[-rc]: every enum proto_rc must fit
  * (a new reason raises WORKER_REFUSE_REASONS in worker.h). */
-_Static_assert(-PROTO_E_TIMESTAMP < WORKER_REFUSE_REASONS,
+_Static_assert(-PROTO_E_FORBIDDEN < WORKER_REFUSE_REASONS,
                "refused_by[] too small for enum proto_rc");
 
 /* A bounded text buffer: a metric line that does not fit is an error. */

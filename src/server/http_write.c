@@ -15,6 +15,7 @@
  * lines are written: InfluxDB's "partial write").
  * SPDX-License-Identifier: MIT
  */
+#include "server/auth.h"
 #include "server/http_internal.h"
 
 #include <errno.h>
@@ -254,6 +255,16 @@ write_line(struct http *h, struct http_req *r, const char *p, size_t len)
         refuse(h, r, lineno, rc);
         return true;
     }
+    if (r->auth_sensor != NULL) {
+        /* A token lets its sensor write its own readings only. */
+        for (i = 0; i < pl->n; i++) {
+            if (pl->r[i].sensor.len != r->auth_len ||
+                memcmp(pl->r[i].sensor.p, r->auth_sensor, r->auth_len) != 0) {
+                refuse(h, r, lineno, PROTO_E_FORBIDDEN);
+                return true;
+            }
+        }
+    }
     now_ns = clock_real_ns();
     for (i = 0; i < pl->n; i++) {
         batch_add(h->cur, &pl->r[i], pl->has_ts,
@@ -397,6 +408,29 @@ write_begin(struct http *h, struct MHD_Connection *c, struct http_req *r)
                          HP_PRECISION | HP_IGNORED, true) < 0) {
         r->state = W_ANSWER;
         return MHD_YES;
+    }
+    if (h->conf.sh->auth != NULL) {
+        const char *hdr = MHD_lookup_connection_value(
+            c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        struct proto_str sensor, token;
+
+        if (hdr == NULL ||
+            auth_parse_bearer(hdr, strlen(hdr), &sensor, &token) < 0 ||
+            !auth_check(h->conf.sh->auth, sensor.p, sensor.len, token.p,
+                        token.len)) {
+            r->state = W_ANSWER;
+            return http_error(h, c, MHD_HTTP_UNAUTHORIZED,
+                              "this collector takes /write only with a "
+                              "sensor's token: Authorization: Bearer "
+                              "<sensor>:<token> (docs/security.md)");
+        }
+        r->auth_sensor = strndup(sensor.p, sensor.len);
+        if (r->auth_sensor == NULL) {
+            r->state = W_ANSWER;
+            return http_error(h, c, MHD_HTTP_SERVICE_UNAVAILABLE,
+                              "out of memory");
+        }
+        r->auth_len = sensor.len;
     }
     r->state = W_BODY;
     return MHD_YES;

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "server/auth.h"
 #include "server/config.h"
 #include "server/http.h"
 #include "server/logfile.h"
@@ -143,6 +144,7 @@ main(int argc, char **argv)
     struct writer *wr = NULL;
     struct store *st = NULL;
     struct logfile *lf = NULL;
+    struct auth *auth = NULL;
     struct net_addr addrs[CONFIG_MAX_LISTEN];
     struct net_addr http_addr;  /* HTTP API hook */
     struct http *http = NULL;
@@ -224,6 +226,15 @@ main(int argc, char **argv)
     if (presence == NULL)
         goto out;
     sh.presence = presence;
+    if (cf.tokens != NULL) {
+        auth = auth_load(cf.tokens, err, sizeof(err));
+        if (auth == NULL) {
+            fprintf(stderr, "sensornet-server: --tokens %s\n", err);
+            goto out;
+        }
+        sh.auth = auth;
+        log_info("tokens: %zu sensors may write", auth_count(auth));
+    }
     for (i = 0; i < n_threads; i++) {
         int fds[CONFIG_MAX_LISTEN];
 
@@ -357,6 +368,7 @@ out:
     }
     writer_free(wr);
     presence_free(presence);
+    auth_free(auth);
     store_close(st);
     logfile_close(lf);
     config_free(&cf);

@@ -18,7 +18,7 @@
 #include "server/writer.h"
 
 /* Refusal reasons counted per worker: -enum proto_rc, 1 to 10. */
-#define WORKER_REFUSE_REASONS 11
+#define WORKER_REFUSE_REASONS 13
 
 /* Counters a worker keeps; read by any thread (relaxed atomics). */
 struct worker_stats {
@@ -37,10 +37,13 @@ struct worker_stats {
 };
 
 /* State shared by all workers; owned by main. */
+struct auth;
+
 struct worker_shared {
     const struct server_conf *conf;
     struct writer *writer;
     atomic_uint_fast64_t n_conns; /* open connections, all workers */
+    const struct auth *auth;      /* --tokens, or NULL: open */
     int http_port;                /* 0: HTTP off (for the sensor-port hint) */
     struct presence *presence;    /* HTTP API hook: who is connected now */
 };

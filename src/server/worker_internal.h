@@ -97,6 +97,8 @@ struct conn {
     size_t ok_off;           /* offset of a trailing "OK n" or SIZE_MAX */
     char *http_host;         /* Host header of an HTTP request */
     struct presence_entry *pres; /* HTTP API hook: sensor it sent last */
+    char *auth_sensor;       /* --tokens: the sensor it proved to be */
+    size_t auth_len;
 
     uint64_t n_lines;        /* non-blank lines received (line numbers) */
     uint64_t n_accepted;     /* lines accepted */
