@@ -5,7 +5,11 @@
  */
 #include "server/store_internal.h"
 
+#include <math.h>
 #include <stdio.h>
+#include <string.h>
+
+#include "proto/proto.h"
 
 struct store *
 store_open(const struct store_conf *conf, char *err, int *why)
@@ -23,9 +27,36 @@ store_begin(struct store *st)
     return st->ops->begin(st);
 }
 
+/* What no backend's schema holds, refused here once so that every backend
+ * refuses the same readings; the transaction goes on. */
+static const char *
+reading_refusal(const struct store_reading *r)
+{
+    if (r->sensor == NULL || r->sensor_len == 0 ||
+        r->sensor_len > PROTO_MAX_NAME)
+        return "sensor name empty or longer than 128 bytes";
+    if (r->quantity == NULL || r->quantity_len == 0 ||
+        r->quantity_len > PROTO_MAX_NAME)
+        return "quantity name empty or longer than 128 bytes";
+    if ((r->unit == NULL && r->unit_len != 0) || r->unit_len > PROTO_MAX_UNIT)
+        return "unit longer than 32 bytes";
+    if (!isfinite(r->value))
+        return "value is not a finite number";
+    if (r->peer != NULL && strnlen(r->peer, STORE_PEER_MAX + 1) >
+                               STORE_PEER_MAX)
+        return "peer address longer than 128 bytes";
+    return NULL;
+}
+
 int
 store_append(struct store *st, const struct store_reading *r)
 {
+    const char *why = reading_refusal(r);
+
+    if (why != NULL) {
+        snprintf(st->errmsg, sizeof(st->errmsg), "reading refused: %s", why);
+        return STORE_E_INVAL;
+    }
     return st->ops->append(st, r);
 }
 

@@ -22,6 +22,8 @@
 #include <stdint.h>
 
 #define STORE_ERR_LEN 256
+/* Longest peer address a store keeps; store_append refuses longer. */
+#define STORE_PEER_MAX 128
 
 enum store_fsync {
     STORE_FSYNC_ALWAYS = 0, /* sync every commit, commit at once */

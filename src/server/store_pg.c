@@ -36,7 +36,6 @@
 #include "server/store_internal.h"
 
 #include <endian.h>
-#include <math.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -60,7 +59,6 @@
 /* Hard cap on commit's scratch (COPY chunks, array parameters). */
 #define PG_SCRATCH_MAX ((size_t)32 << 20)
 /* Longest peer text stored, as SQLite's backend. */
-#define PG_PEER_MAX 128
 /* Cached ids: series per conf->series_cache (this when 0), peers. */
 #define PG_SERIES_CACHE_DEFAULT ((size_t)1 << 20)
 #define PG_PEER_CACHE_MAX ((size_t)65536)
@@ -1159,33 +1157,6 @@ pg_begin(struct store *st)
     return 0;
 }
 
-/* The limits SQLite's backend applies, so both refuse the same readings. */
-static int
-check_reading(struct pg_store *p, const struct store_reading *r,
-              size_t *peer_len)
-{
-    const char *why = NULL;
-
-    if (r->sensor == NULL || r->sensor_len == 0 ||
-        r->sensor_len > PROTO_MAX_NAME)
-        why = "sensor name empty or longer than 128 bytes";
-    else if (r->quantity == NULL || r->quantity_len == 0 ||
-             r->quantity_len > PROTO_MAX_NAME)
-        why = "quantity name empty or longer than 128 bytes";
-    else if ((r->unit == NULL && r->unit_len != 0) ||
-             r->unit_len > PROTO_MAX_UNIT)
-        why = "unit longer than 32 bytes";
-    else if (!isfinite(r->value))
-        why = "value is not a finite number";
-    *peer_len = r->peer != NULL ? strnlen(r->peer, PG_PEER_MAX + 1) : 0;
-    if (why == NULL && *peer_len > PG_PEER_MAX)
-        why = "peer address longer than 128 bytes";
-    if (why == NULL)
-        return 0;
-    set_err(p, "reading refused: %s", why);
-    return STORE_E_INVAL;
-}
-
 /* Buffer a checked reading. Any error leaves the batch incomplete. */
 static int
 buffer_reading(struct pg_store *p, const struct store_reading *r,
@@ -1261,9 +1232,8 @@ pg_append(struct store *st, const struct store_reading *r)
     }
     if (p->failed != 0)
         return p->failed;
-    rc = check_reading(p, r, &peer_len);
-    if (rc < 0)
-        return rc; /* only this reading is refused */
+    /* store_append() checked the limits (peer at most STORE_PEER_MAX). */
+    peer_len = r->peer != NULL ? strlen(r->peer) : 0;
     rc = buffer_reading(p, r, peer_len);
     if (rc < 0)
         p->failed = rc;

@@ -52,7 +52,6 @@
 #define SERIES_CACHE_DEFAULT (1u << 20)
 #define PEER_CACHE_MAX 65536
 /* Longest peer text stored ("[v6 address]:port" is under 64 bytes). */
-#define PEER_MAX 128
 
 /* Ask SQLite for extended result codes at open time when it knows how. */
 #ifndef SQLITE_OPEN_EXRESCODE
@@ -709,33 +708,6 @@ sq_begin(struct store *st)
     return 0;
 }
 
-/* Refuse a reading the schema cannot hold; the transaction goes on. */
-static int
-check_reading(struct sq_store *s, const struct store_reading *r,
-              size_t *peer_len)
-{
-    const char *why = NULL;
-
-    if (r->sensor == NULL || r->sensor_len == 0 ||
-        r->sensor_len > PROTO_MAX_NAME)
-        why = "sensor name empty or longer than 128 bytes";
-    else if (r->quantity == NULL || r->quantity_len == 0 ||
-             r->quantity_len > PROTO_MAX_NAME)
-        why = "quantity name empty or longer than 128 bytes";
-    else if ((r->unit == NULL && r->unit_len != 0) ||
-             r->unit_len > PROTO_MAX_UNIT)
-        why = "unit longer than 32 bytes";
-    else if (!isfinite(r->value))
-        why = "value is not a finite number";
-    *peer_len = r->peer != NULL ? strnlen(r->peer, PEER_MAX + 1) : 0;
-    if (why == NULL && *peer_len > PEER_MAX)
-        why = "peer address longer than 128 bytes";
-    if (why == NULL)
-        return 0;
-    snprintf(s->base.errmsg, STORE_ERR_LEN, "reading refused: %s", why);
-    return STORE_E_INVAL;
-}
-
 static int
 sq_append(struct store *st, const struct store_reading *r)
 {
@@ -751,9 +723,8 @@ sq_append(struct store *st, const struct store_reading *r)
         return s->txn_rc;
     if (s->txn != TXN_OPEN)
         return refuse(s, "store_append outside a transaction");
-    rc = check_reading(s, r, &peer_len);
-    if (rc < 0)
-        return rc;
+    /* store_append() checked the limits (peer at most STORE_PEER_MAX). */
+    peer_len = r->peer != NULL ? strlen(r->peer) : 0;
     rc = series_get(s, r, &e);
     if (rc != SQLITE_OK)
         return fail_txn(s, rc, "appending to");
