@@ -96,6 +96,25 @@ static const struct opt opts[] = {
      "off: none"},
     {"http-max-body", OPT_UINT, "8388608", F(http_max_body), 1024,
      1073741824, 0, "BYTES", "largest POST /write body; larger get 413"},
+    /* MQTT 3.1.1 (docs/protocol.md, "MQTT") */
+    {"mqtt-listen", OPT_OFFSTR, "off", F(mqtt_listen), 0, 0, 0, "ADDR",
+     "an MQTT-only port (1883 by convention): HOST:PORT; MQTT is also "
+     "recognised on the sensor port by its first byte; off: none"},
+    {"mqtt-max-packet", OPT_UINT, "65536", F(mqtt_max_packet), 64,
+     268435460, 0, "BYTES", "largest MQTT packet; a larger one closes the "
+     "connection (a protocol violation)"},
+    {"mqtt-max-inflight", OPT_UINT, "1024", F(mqtt_max_inflight), 1, 65535,
+     0, "N", "QoS 1 messages of one connection awaiting their PUBACK; past "
+     "it the connection is not read until commits catch up"},
+    /* TLS (docs/security.md) */
+    {"tls-cert", OPT_STR, NULL, F(tls_cert), 0, 0, 0, "FILE",
+     "PEM certificate chain: with --tls-key, the sensor port, the MQTT "
+     "port and the HTTP port speak only TLS"},
+    {"tls-key", OPT_STR, NULL, F(tls_key), 0, 0, 0, "FILE",
+     "PEM private key of --tls-cert"},
+    {"tls-ca", OPT_STR, NULL, F(tls_ca), 0, 0, 0, "FILE",
+     "PEM CA certificates: require every TLS client to present a "
+     "certificate they signed"},
     {"verbose", OPT_BOOL, "no", F(verbose), 0, 0, 0, NULL,
      "debug messages on stderr"},
 };
@@ -434,6 +453,11 @@ config_free(struct server_conf *c)
     free(c->graphite_prefix);
     free(c->tokens);
     c->tokens = NULL;
+    free(c->mqtt_listen);
+    free(c->tls_cert);
+    free(c->tls_key);
+    free(c->tls_ca);
+    c->mqtt_listen = c->tls_cert = c->tls_key = c->tls_ca = NULL;
     c->log_path = c->db_path = c->postgres = c->http = NULL;
     c->graphite_prefix = NULL;
 }
@@ -516,6 +540,14 @@ config_parse(struct server_conf *c, int argc, char **argv, char *err,
     }
     if (optind < argc) {
         seterr(err, len, "unexpected argument '%s'", argv[optind]);
+        return -1;
+    }
+    if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {
+        seterr(err, len, "tls-cert and tls-key go together");
+        return -1;
+    }
+    if (c->tls_ca != NULL && c->tls_cert == NULL) {
+        seterr(err, len, "tls-ca needs tls-cert and tls-key");
         return -1;
     }
     return 0;

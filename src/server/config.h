@@ -40,6 +40,12 @@ struct server_conf {
     char *graphite_prefix;          /* stripped from Graphite paths */
     uint64_t graphite_sensor_parts; /* 0: all but the last component */
     uint64_t http_max_body; /* bytes */
+    char *mqtt_listen;    /* NULL: MQTT only on the sensor port */
+    uint64_t mqtt_max_packet;   /* bytes, fixed header included */
+    uint64_t mqtt_max_inflight; /* QoS 1 PUBLISHes awaiting PUBACK */
+    char *tls_cert;       /* PEM chain; with tls_key turns TLS on */
+    char *tls_key;        /* PEM private key */
+    char *tls_ca;         /* PEM CAs: client certificates required */
     bool verbose;
     bool check_only;
 };
