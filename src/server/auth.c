@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -35,6 +36,10 @@ struct entry {
 };
 
 struct auth {
+    /* Readers (auth_check, any thread) hold it shared; auth_reload holds it
+     * exclusively only to swap the arrays, so a reload never waits for
+     * file I/O under the lock and a check never sees half a table. */
+    pthread_rwlock_t lock;
     struct entry *e;
     size_t n, cap;
     char *names;
@@ -317,6 +322,7 @@ auth_load(const char *path, char *err, size_t errlen)
         set_err(err, errlen, "%s: out of memory", path);
         goto fail;
     }
+    pthread_rwlock_init(&a->lock, NULL);
 
     p = buf;
     end = buf + len;
@@ -397,15 +403,55 @@ auth_free(struct auth *a)
 {
     if (a == NULL)
         return;
+    pthread_rwlock_destroy(&a->lock);
     free(a->e);
     free(a->names);
     free(a);
 }
 
+/* The lock is not part of the table's value: checking a const table still
+ * takes it. */
+static pthread_rwlock_t *
+table_lock(const struct auth *a)
+{
+    return (pthread_rwlock_t *)&a->lock;
+}
+
+int
+auth_reload(struct auth *a, const char *path, char *err, size_t errlen)
+{
+    struct auth *n = auth_load(path, err, errlen);
+    struct auth tmp;
+
+    if (n == NULL)
+        return errno != 0 ? -errno : -EINVAL;
+    pthread_rwlock_wrlock(&a->lock);
+    tmp = *a;
+    a->e = n->e;
+    a->n = n->n;
+    a->cap = n->cap;
+    a->names = n->names;
+    a->names_len = n->names_len;
+    a->names_cap = n->names_cap;
+    pthread_rwlock_unlock(&a->lock);
+    /* n now owns the old arrays; it frees them with its own lock. */
+    n->e = tmp.e;
+    n->names = tmp.names;
+    auth_free(n);
+    return 0;
+}
+
 size_t
 auth_count(const struct auth *a)
 {
-    return a != NULL ? a->n : 0;
+    size_t n;
+
+    if (a == NULL)
+        return 0;
+    pthread_rwlock_rdlock(table_lock(a));
+    n = a->n;
+    pthread_rwlock_unlock(table_lock(a));
+    return n;
 }
 
 /* ---- checking -------------------------------------------------------- */
@@ -449,6 +495,7 @@ auth_check(const struct auth *a, const char *sensor, size_t sensor_len,
              sha256(token != NULL ? token : "", token_len, digest);
     if (sensor_len == 0 || sensor_len > PROTO_MAX_NAME)
         return false;
+    pthread_rwlock_rdlock(table_lock(a));
     i = lower_bound(a, sensor, sensor_len);
     for (; i < a->n; i++) {
         const struct entry *e = &a->e[i];
@@ -459,6 +506,7 @@ auth_check(const struct auth *a, const char *sensor, size_t sensor_len,
         /* No early exit: every token of the sensor is compared. */
         ok |= auth_equal(e->digest, digest, DIGEST_LEN);
     }
+    pthread_rwlock_unlock(table_lock(a));
     OPENSSL_cleanse(digest, sizeof(digest));
     return ok && hashed;
 }

@@ -6,8 +6,9 @@
  * "<sensor id> sha256:<64 hex digits>" (the SHA-256 of the token), blank
  * lines and "#" comment lines. A sensor may have several lines (several
  * valid tokens, for rotation). The loaded table is immutable: any thread
- * may call auth_check on it at the same time; a reload (SIGHUP) loads a new
- * table and swaps the pointer once no thread uses the old one.
+ * may call auth_check on it at the same time; a reload (SIGHUP,
+ * auth_reload) loads the file first, then swaps the table in place under
+ * a lock that checks hold shared.
  *
  * Every token is kept only as its SHA-256; auth_check hashes the token it
  * is given and compares digests with CRYPTO_memcmp, so the time it takes
@@ -46,6 +47,15 @@ struct auth;
  * file with blocking I/O.
  */
 struct auth *auth_load(const char *path, char *err, size_t errlen);
+
+/*
+ * Replace a's tokens with those of path (SIGHUP), in place: threads
+ * checking meanwhile see either the old table or the new one, whole.
+ * Returns 0, or -errno with the reason in err and a unchanged (a reload of
+ * a broken file keeps the tokens that worked). Connections already
+ * authenticated stay so; a revoked token stops working at the next AUTH.
+ */
+int auth_reload(struct auth *a, const char *path, char *err, size_t errlen);
 
 /* Free a table from auth_load; NULL is a no-op. */
 void auth_free(struct auth *a);

@@ -24,6 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
+
 #include "server/writer.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -371,6 +374,63 @@ write_last_line(struct http *h, struct http_req *r)
 
 /* ---- the request -------------------------------------------------------- */
 
+/*
+ * Who is writing (docs/security.md, 4): "Authorization: Bearer
+ * <sensor>:<token>" (or "Token", Telegraf's InfluxDB v2 output), or what
+ * InfluxDB 1.x clients send: HTTP Basic with the sensor id as user name
+ * and the token as password (Telegraf's influxdb output), else the u and p
+ * query parameters. On success r->auth_sensor holds the sensor id. False
+ * with errno ENOMEM when out of memory, else the credentials are missing
+ * or wrong.
+ */
+static bool
+write_authenticate(struct http *h, struct MHD_Connection *c,
+                   struct http_req *r)
+{
+    const char *hdr = MHD_lookup_connection_value(
+        c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    struct proto_str sensor = {NULL, 0}, token = {NULL, 0};
+    char *user = NULL, *pass = NULL;
+    bool ok;
+
+    errno = 0;
+    if (hdr != NULL && auth_parse_bearer(hdr, strlen(hdr), &sensor,
+                                         &token) == 0) {
+        /* sensor and token borrow from the header */
+    } else if (hdr != NULL &&
+               (user = MHD_basic_auth_get_username_password(c, &pass)) !=
+                   NULL) {
+        sensor.p = user;
+        sensor.len = strlen(user);
+        token.p = pass;
+        token.len = pass != NULL ? strlen(pass) : 0;
+    } else if (hdr == NULL) {
+        sensor.p = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "u");
+        token.p = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "p");
+        sensor.len = sensor.p != NULL ? strlen(sensor.p) : 0;
+        token.len = token.p != NULL ? strlen(token.p) : 0;
+    }
+    ok = sensor.p != NULL && token.p != NULL &&
+         auth_check(h->conf.sh->auth, sensor.p, sensor.len, token.p,
+                    token.len);
+    if (ok) {
+        r->auth_sensor = strndup(sensor.p, sensor.len);
+        if (r->auth_sensor == NULL) {
+            errno = ENOMEM;
+            ok = false;
+        } else {
+            r->auth_len = sensor.len;
+        }
+    }
+    if (pass != NULL) {
+        OPENSSL_cleanse(pass, strlen(pass));
+        MHD_free(pass);
+    }
+    if (user != NULL)
+        MHD_free(user);
+    return ok;
+}
+
 /* Headers are in: check the limits and the parameters. */
 static enum MHD_Result
 write_begin(struct http *h, struct MHD_Connection *c, struct http_req *r)
@@ -410,27 +470,17 @@ write_begin(struct http *h, struct MHD_Connection *c, struct http_req *r)
         return MHD_YES;
     }
     if (h->conf.sh->auth != NULL) {
-        const char *hdr = MHD_lookup_connection_value(
-            c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-        struct proto_str sensor, token;
-
-        if (hdr == NULL ||
-            auth_parse_bearer(hdr, strlen(hdr), &sensor, &token) < 0 ||
-            !auth_check(h->conf.sh->auth, sensor.p, sensor.len, token.p,
-                        token.len)) {
+        if (!write_authenticate(h, c, r)) {
             r->state = W_ANSWER;
+            if (r->auth_sensor == NULL && errno == ENOMEM)
+                return http_error(h, c, MHD_HTTP_SERVICE_UNAVAILABLE,
+                                  "out of memory");
             return http_error(h, c, MHD_HTTP_UNAUTHORIZED,
                               "this collector takes /write only with a "
                               "sensor's token: Authorization: Bearer "
-                              "<sensor>:<token> (docs/security.md)");
+                              "<sensor>:<token>, Basic, or u=<sensor>&"
+                              "p=<token> (docs/security.md)");
         }
-        r->auth_sensor = strndup(sensor.p, sensor.len);
-        if (r->auth_sensor == NULL) {
-            r->state = W_ANSWER;
-            return http_error(h, c, MHD_HTTP_SERVICE_UNAVAILABLE,
-                              "out of memory");
-        }
-        r->auth_len = sensor.len;
     }
     r->state = W_BODY;
     return MHD_YES;

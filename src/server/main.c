@@ -339,6 +339,14 @@ main(int argc, char **argv)
         if (sig == SIGHUP) {
             log_info("SIGHUP: reopening log.txt");
             writer_reopen_log(wr);
+            if (auth != NULL) {
+                if (auth_reload(auth, cf.tokens, err, sizeof(err)) < 0)
+                    log_error("SIGHUP: tokens not reloaded, the previous "
+                              "ones stay in force: %s", err);
+                else
+                    log_info("SIGHUP: tokens reloaded: %zu entries",
+                             auth_count(auth));
+            }
             continue;
         }
         log_info("%s: finishing what has arrived, then exiting",

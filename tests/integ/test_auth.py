@@ -1,12 +1,13 @@
 """--tokens: only sensors with a token write, and only their own readings
 (docs/protocol.md 8, docs/security.md)."""
 import hashlib
+import signal
 import sqlite3
 import subprocess
 import urllib.error
 import urllib.request
 
-from conftest import SERVER, LineConn, get_port
+from conftest import SERVER, LineConn, get_port, wait_until
 
 TOKEN1 = "3q2Hk9d0vYwPZ7c1eF4uJ8xLmN5sTaBg"
 TOKEN2 = "Zr8yXo1Qw2Ue3Ti4Op5As6Df7Gh8Jk9L"
@@ -109,3 +110,69 @@ def test_bad_tokens_file_is_a_clear_error(tmp_path):
                        capture_output=True, timeout=30)
     assert r.returncode == 1
     assert b":2" in r.stderr, r.stderr
+
+
+def test_write_takes_influxdb_1x_credentials(server, tmp_path):
+    """InfluxDB 1.x clients: HTTP Basic (Telegraf's influxdb output, curl
+    -u) and the u/p query parameters, sensor id as the user name."""
+    port = get_port()
+    srv = server("--tokens", tokens_file(tmp_path),
+                 "--http", "127.0.0.1:%d" % port)
+    base = "http://127.0.0.1:%d/write?precision=s" % port
+
+    def curl(*args):
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w",
+                            "%{http_code}", "--data-binary", "@-"]
+                           + list(args), input=body, capture_output=True,
+                           timeout=30)
+        return int(r.stdout)
+
+    body = b"m,sensor=Sensor1 temperature=20 1700000000\n"
+    assert curl("-u", "Sensor1:%s" % TOKEN1, base) == 204
+    body = b"m,sensor=Sensor1 temperature=21 1700000001\n"
+    assert curl("-u", "Sensor1:wrong-token-0123456789", base) == 401
+    assert curl(base + "&u=Sensor1&p=" + TOKEN1) == 204
+    body = b"m,sensor=Sensor2 humidity=50 1700000002\n"
+    assert curl(base + "&u=Sensor2&p=" + TOKEN1) == 401
+    assert curl(base + "&u=Sensor2&p=" + TOKEN2) == 204
+    assert curl(base + "&u=Sensor2") == 401
+    assert stored(srv, "Sensor1") == 2
+    assert stored(srv, "Sensor2") == 1
+
+
+def test_sighup_reloads_tokens(server, tmp_path):
+    """Rotation without a restart: SIGHUP reads the file again; a broken
+    file keeps the tokens in force and says why."""
+    path = tokens_file(tmp_path)
+    srv = server("--tokens", path)
+
+    def auth(sensor, token):
+        c = LineConn(srv.connect())
+        c.send("AUTH %s %s\n" % (sensor, token))
+        line = c.readline()
+        c.close()
+        return line
+
+    assert auth("Sensor1", TOKEN1) == "AUTH OK"
+    kept = LineConn(srv.connect())
+    kept.send("AUTH Sensor1 %s\n" % TOKEN1)
+    assert kept.readline() == "AUTH OK"
+
+    new = "Sensor1 %s\nSensor3 %s\n" % (TOKEN2, TOKEN1)
+    (tmp_path / "tokens").write_text(new)
+    srv.signal(signal.SIGHUP)
+    wait_until(lambda: "tokens reloaded" in srv.stderr(),
+               what="tokens reloaded")
+    assert auth("Sensor1", TOKEN1) == "AUTH ERR bad credentials"
+    assert auth("Sensor1", TOKEN2) == "AUTH OK"
+    assert auth("Sensor3", TOKEN1) == "AUTH OK"
+    # An authenticated connection stays so (documented).
+    kept.send("Sensor1 - Temperatura: 20C\n")
+    assert kept.wait_ok(1) == []
+
+    (tmp_path / "tokens").write_text("Sensor1 short\n")
+    srv.signal(signal.SIGHUP)
+    wait_until(lambda: "tokens not reloaded" in srv.stderr(),
+               what="reload refused")
+    assert "tokens:1" in srv.stderr() or ":1:" in srv.stderr()
+    assert auth("Sensor1", TOKEN2) == "AUTH OK"

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,6 +136,82 @@ test_load_and_check(void **state)
     auth_free(a);
     auth_free(NULL);
     assert_int_equal(auth_count(NULL), 0);
+}
+
+/* SIGHUP: a reload swaps the tokens in place; a broken file keeps the old
+ * ones; concurrent checks see one table or the other. */
+struct reload_arg {
+    struct auth *a;
+    int ok, bad, rounds;
+};
+
+static void *
+check_loop(void *p)
+{
+    struct reload_arg *r = p;
+    int i;
+
+    for (i = 0; i < r->rounds; i++) {
+        /* Either table holds TOK1 or TOK2 for Sensor1, never TOK3, and
+         * Sensor2 is in neither. */
+        if (check(r->a, "Sensor1", TOK1) || check(r->a, "Sensor1", TOK2))
+            r->ok++;
+        if (check(r->a, "Sensor1", TOK3) || check(r->a, "Sensor2", TOK3))
+            r->bad++;
+    }
+    return NULL;
+}
+
+static void
+test_reload(void **state)
+{
+    char err[AUTH_ERR_LEN], path[4096];
+    struct reload_arg r = {0};
+    pthread_t t;
+    struct auth *a;
+    int i;
+
+    (void)state;
+    a = auth_load(write_str("Sensor1 " TOK1 "\n", 0600), err, sizeof(err));
+    if (a == NULL)
+        fail_msg("auth_load: %s", err);
+    snprintf(path, sizeof(path), "%s", g_path);
+    unlink(path); /* a path that no longer exists, for later */
+    assert_true(check(a, "Sensor1", TOK1));
+
+    /* Rotation: the new file holds only TOK2. */
+    write_str("Sensor1 " TOK2 "\nSensor2 " TOK3 "\n", 0600);
+    assert_int_equal(auth_reload(a, g_path, err, sizeof(err)), 0);
+    unlink(g_path);
+    assert_int_equal(auth_count(a), 2);
+    assert_false(check(a, "Sensor1", TOK1));
+    assert_true(check(a, "Sensor1", TOK2));
+    assert_true(check(a, "Sensor2", TOK3));
+
+    /* A broken file: an error naming it, the tokens that worked stay. */
+    write_str("Sensor1 short\n", 0600);
+    assert_true(auth_reload(a, g_path, err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, g_path));
+    unlink(g_path);
+    assert_int_equal(auth_reload(a, path, err, sizeof(err)), -ENOENT);
+    assert_true(check(a, "Sensor1", TOK2));
+    assert_int_equal(auth_count(a), 2);
+
+    /* Reloads racing with checks (ThreadSanitizer-free, but ASan sees any
+     * use of a freed table). */
+    r.a = a;
+    r.rounds = 2000;
+    assert_int_equal(pthread_create(&t, NULL, check_loop, &r), 0);
+    for (i = 0; i < 50; i++) {
+        write_str(i % 2 ? "Sensor1 " TOK1 "\n" : "Sensor1 " TOK2 "\n",
+                  0600);
+        assert_int_equal(auth_reload(a, g_path, err, sizeof(err)), 0);
+        unlink(g_path);
+    }
+    pthread_join(t, NULL);
+    assert_true(r.ok > 0);
+    assert_int_equal(r.bad, 0);
+    auth_free(a);
 }
 
 /* Many sensors: the sorted table finds every one. */
@@ -450,6 +527,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_and_check),
         cmocka_unit_test(test_many_sensors),
+        cmocka_unit_test(test_reload),
         cmocka_unit_test(test_file_errors),
         cmocka_unit_test(test_file_limits),
         cmocka_unit_test(test_file_access),
