@@ -47,8 +47,9 @@ static const struct opt opts[] = {
      "the original's human log of connections and readings; off: none"},
     {"log-utc", OPT_BOOL, "no", F(log_utc), 0, 0, 0, NULL,
      "log.txt times in UTC instead of local time"},
-    {"db", OPT_STR, "sensornet.db", F(db_path), 0, 0, 0, "PATH",
-     "SQLite database (the default store)"},
+    {"db", OPT_OFFSTR, "sensornet.db", F(db_path), 0, 0, 0, "PATH",
+     "SQLite database (the default store); off: no database, readings "
+     "only in log.txt as in the original (acknowledged once it is synced)"},
     {"postgres", OPT_STR, NULL, F(postgres), 0, 0, 0, "CONNINFO",
      "store in PostgreSQL instead (URI or key=value string)"},
     {"fsync", OPT_FSYNC, "batch", F(fsync), 0, 0, 0, "MODE",

@@ -208,6 +208,11 @@ main(int argc, char **argv)
         fprintf(stderr, "sensornet-server: %s\n", err);
         goto out;
     }
+    if (cf.db_path == NULL && cf.postgres == NULL)
+        log_warn(cf.log_path != NULL
+                     ? "--db off: readings go to log.txt only, no database"
+                     : "--db off and --log off: readings are parsed and "
+                       "acknowledged, then dropped (a benchmark mode)");
     if (cf.log_path != NULL) {
         lf = logfile_open(cf.log_path, err, sizeof(err));
         if (lf == NULL) {
@@ -324,7 +329,10 @@ main(int argc, char **argv)
     log_info("listening on %s (and %zu more), %d threads, at most %llu "
              "connections, store %s, fsync %s",
              cf.listen[0], cf.n_listen - 1, n_threads,
-             (unsigned long long)cf.max_conns, cf.postgres != NULL ? "postgresql" : "sqlite",
+             (unsigned long long)cf.max_conns,
+             cf.postgres != NULL  ? "postgresql"
+             : cf.db_path != NULL ? "sqlite"
+                                  : "none",
              cf.fsync == STORE_FSYNC_ALWAYS  ? "always"
              : cf.fsync == STORE_FSYNC_BATCH ? "batch"
                                              : "off");

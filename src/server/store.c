@@ -18,6 +18,8 @@ store_open(const struct store_conf *conf, char *err, int *why)
 
     if (conf->postgres != NULL)
         ops = &store_pg_ops;
+    else if (conf->sqlite_path == NULL)
+        ops = &store_none_ops;
     return ops->open(conf, err, why);
 }
 

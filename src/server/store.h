@@ -35,7 +35,8 @@ enum store_fsync {
 #define STORE_F_READONLY 0x1
 
 struct store_conf {
-    const char *sqlite_path;  /* --db, used when postgres is NULL */
+    const char *sqlite_path;  /* --db, used when postgres is NULL; NULL
+                               * too: no database (--db off) */
     const char *postgres;     /* --postgres CONNINFO, or NULL */
     enum store_fsync fsync;
     unsigned flags;           /* STORE_F_* */
@@ -88,7 +89,7 @@ int store_commit(struct store *st);
 void store_rollback(struct store *st);
 /* The last error's message (valid until the next call on st). */
 const char *store_errmsg(struct store *st);
-/* Backend name: "sqlite" or "postgresql". */
+/* Backend name: "sqlite", "postgresql" or "none". */
 const char *store_name(const struct store *st);
 /* Delete at most max_rows readings older than cutoff_ns in one short
  * transaction; returns rows deleted or a negative enum store_err. */

@@ -38,5 +38,6 @@ struct store {
 
 extern const struct store_ops store_sqlite_ops;
 extern const struct store_ops store_pg_ops;
+extern const struct store_ops store_none_ops;
 
 #endif

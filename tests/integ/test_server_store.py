@@ -233,3 +233,24 @@ def test_sigterm_stores_everything_acknowledged(server):
     assert c.wait_ok(2000) == []
     assert srv.wait(20) == 0
     assert db_count(srv.db_path, "st") == 2000
+
+
+def test_db_off_logs_and_acknowledges_without_a_database(server):
+    """--db off: the original's behaviour (log.txt only), acknowledged once
+    log.txt is synced; no database file appears, the API has no series."""
+    port = get_port()
+    srv = server("--db", "off", "--http", "127.0.0.1:%d" % port)
+    c = LineConn(srv.connect())
+    c.send(influx("S1", 500))
+    c.send("Sensor1 - Temperatura: 25.34°C\n")
+    assert c.wait_ok(501) == []
+    log = srv.log_text()
+    assert log.count("Recebido de") == 501
+    assert "Sensor1 - Temperatura: 25.34°C" in log
+    assert not os.path.exists(srv.db_path)
+    out = subprocess.run(["curl", "-s", "http://127.0.0.1:%d/api/sensors"
+                          % port], capture_output=True, timeout=30).stdout
+    assert b'"sensors":[]' in out, out
+    srv.stop()
+    assert not os.path.exists(srv.db_path)
+    assert "--db off" in srv.stderr()
