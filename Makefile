@@ -14,7 +14,7 @@ CC       ?= cc
 CFLAGS   ?= -O2 -g
 PREFIX   ?= /usr/local
 BUILD    ?= build
-PKGS      = sqlite3 libpq libmicrohttpd jansson openssl
+PKGS      = sqlite3 libpq libmicrohttpd jansson openssl gnutls
 WARN      = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes \
             -Wmissing-prototypes -Wpointer-arith -Wsign-compare -Wformat=2 -Wvla \
             -Wno-format-nonliteral
@@ -119,7 +119,8 @@ fuzz:
 	$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=clang \
 	    SANITIZER=address,undefined CFLAGS="-O1 -g" \
 	    EXTRA_CFLAGS=-fsanitize=fuzzer-no-link $(FUZZ_BIN)
-$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(SERVER_MOD) $(LIBSN)
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(SERVER_MOD) $(CLIENT_MOD) \
+    $(LIBSN)
 	$(LINK) -fsanitize=fuzzer -o $@ $^ $(PKG_LIBS) -lm
 
 # Run every fuzz target for FUZZ_SECONDS each (default 20) on its corpus.

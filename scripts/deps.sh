@@ -6,12 +6,14 @@
 # Runs apt-get as root, or through sudo for a user who has it.
 set -euo pipefail
 
+# libgnutls28-dev: libmicrohttpd's TLS is GnuTLS, and the HTTPS port checks
+# client certificates with it (src/server/http.c).
 build_pkgs=(build-essential pkg-config libsqlite3-dev libpq-dev
-            libmicrohttpd-dev libjansson-dev libssl-dev)
-test_pkgs=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest
+            libmicrohttpd-dev libjansson-dev libssl-dev libgnutls28-dev)
+test_pkgs=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest openssl
            python3-yaml postgresql sqlite3 curl iproute2 procps nftables
            yamllint shellcheck haproxy systemd git nodejs collectd-core
-           chromium)
+           chromium mosquitto-clients python3-paho-mqtt)
 
 bench_pkgs=(gnuplot-nox influxdb mosquitto linux-perf postgresql sqlite3
             python3 procps)

@@ -10,7 +10,15 @@
  *      |                   v                                             |
  *      |              CONNECTING ------- refused, unreachable, --------->|
  *      |                   |             CLIENT_CONNECT_TIMEOUT_MS       |
- *      |                   | writable, SO_ERROR 0: on_connected()        |
+ *      |                   | writable, SO_ERROR 0: on_tcp_connected()    |
+ *      |                   v                                             |
+ *      |              HANDSHAKE -------- --tls only: certificate or ---->|
+ *      |                   |             name refused, reset, timeout    |
+ *      |                   | tls_handshake() done: after_transport()     |
+ *      |                   v                                             |
+ *      |                 AUTH ---------- --token only: reset, timeout -->|
+ *      |                   |             ("AUTH ERR": exit status 1)     |
+ *      |                   | "AUTH OK": on_connected()                   |
  *      |                   v                                             v
  *      |               SENDING --------- EOF, reset, write error, ---> BACKOFF
  *      |                   |             bad reply, --ack-timeout,       |
@@ -24,8 +32,15 @@
  * Transitions and the function that performs each:
  *   DISCONNECTED -> CONNECTING   connect_start()
  *   DISCONNECTED -> BACKOFF      connect_start() -> go_backoff()
- *   CONNECTING   -> SENDING      on_connected()
- *   CONNECTING   -> BACKOFF      on_io()/on_timer() -> go_backoff()
+ *   CONNECTING   -> HANDSHAKE    on_tcp_connected() (--tls)
+ *   CONNECTING   -> AUTH         on_tcp_connected() -> after_transport()
+ *   CONNECTING   -> SENDING      on_tcp_connected() -> on_connected()
+ *   HANDSHAKE    -> AUTH/SENDING step_handshake() -> after_transport()
+ *   AUTH         -> SENDING      on_reply() "AUTH OK" -> on_connected()
+ *   CONNECTING, HANDSHAKE, AUTH -> BACKOFF  on_io()/on_timer() ->
+ *                                go_backoff(); the connect deadline
+ *                                (CLIENT_CONNECT_TIMEOUT_MS) covers all
+ *                                three
  *   SENDING      -> BACKOFF      lost() -> go_backoff() (also: no byte
  *                                within two --keepalive periods)
  *   BACKOFF      -> DISCONNECTED client_on_timer() (then connect_start())
@@ -40,6 +55,11 @@
  * Every reading is resent after a reconnect until an OK or ERR settles it.
  * Backoff starts over once a connection acknowledged something or stayed
  * up CLIENT_STABLE_MS.
+ *
+ * TLS (--tls) and AUTH (--token) sit between the TCP connect and SENDING:
+ * nothing counts as sent before the server said "AUTH OK", so a refused
+ * token never costs a reading. All socket bytes go through sock_read()
+ * and sock_write(), plain or TLS.
  *
  * Keepalive (SENDING, not in the original format, whose message mode a
  * line end would end): nothing received for --keepalive -> send "PING\n"
@@ -69,6 +89,7 @@
 #include "client/wire.h"
 #include "util/clock.h"
 #include "util/log.h"
+#include "util/tls.h"
 
 /* Bytes of output buffered per connection: about a hundred lines. */
 #define OUT_CAP 8192
@@ -86,6 +107,8 @@
 enum client_state {
     CLIENT_DISCONNECTED = 0,
     CLIENT_CONNECTING,
+    CLIENT_HANDSHAKE,
+    CLIENT_AUTH,
     CLIENT_SENDING,
     CLIENT_BACKOFF,
     CLIENT_DONE,
@@ -99,6 +122,8 @@ struct client {
     const struct sim_kind_info *kind;
     enum client_state state;
     int fd;
+    struct tls *tls;  /* the TLS session on fd (--tls), or NULL */
+    const char *token; /* --token: sent in AUTH (borrowed), or NULL */
     uint32_t ev_mask; /* events registered with epoll; 0: not registered */
     struct sim sim;
     struct rng rng; /* jitter */
@@ -345,6 +370,11 @@ set_events(struct client *c, uint32_t mask)
 static void
 close_conn(struct client *c)
 {
+    if (c->tls != NULL) {
+        tls_close(c->tls); /* close_notify: a clean end for the server */
+        tls_free(c->tls);
+        c->tls = NULL;
+    }
     if (c->fd >= 0) {
         set_events(c, 0);
         close(c->fd);
@@ -371,6 +401,8 @@ reschedule(struct client *c)
         return;
     case CLIENT_BACKOFF:
     case CLIENT_CONNECTING:
+    case CLIENT_HANDSHAKE:
+    case CLIENT_AUTH:
         when = c->deadline_ns;
         break;
     case CLIENT_SENDING:
@@ -708,13 +740,46 @@ lost(struct client *c, int64_t now, const char *fmt, ...)
     return -1;
 }
 
+/* ---- byte I/O: the socket, or TLS over it ----------------------------- */
+
+/* read() or tls_read(), with read()'s contract (-1 and errno). */
+static ssize_t
+sock_read(struct client *c, void *buf, size_t len)
+{
+    ssize_t n;
+
+    if (c->tls == NULL)
+        return read(c->fd, buf, len);
+    n = tls_read(c->tls, buf, len);
+    if (n >= 0)
+        return n;
+    errno = (int)-n;
+    return -1;
+}
+
+/* send() or tls_write(). After EAGAIN the same bytes are offered again
+ * first (the buffer only grows at its end or moves: tls.h allows both). */
+static ssize_t
+sock_write(struct client *c, const void *buf, size_t len)
+{
+    ssize_t n;
+
+    if (c->tls == NULL)
+        return send(c->fd, buf, len, MSG_NOSIGNAL);
+    n = tls_write(c->tls, buf, len);
+    if (n >= 0)
+        return n;
+    errno = (int)-n;
+    return -1;
+}
+
 /* Write the buffer until done or EAGAIN. Returns 0 or -1 (lost). */
 static int
 flush(struct client *c, int64_t now)
 {
     while (c->out_off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
-                         MSG_NOSIGNAL);
+        ssize_t n = sock_write(c, c->out + c->out_off,
+                               c->out_len - c->out_off);
 
         if (n < 0) {
             if (errno == EINTR)
@@ -896,6 +961,92 @@ on_connected(struct client *c, int64_t now)
     pump(c, now);
 }
 
+/* TLS and AUTH done (or not wanted): SENDING. */
+static void
+after_transport(struct client *c, int64_t now)
+{
+    size_t n;
+
+    if (c->token == NULL) {
+        on_connected(c, now);
+        return;
+    }
+    /* The AUTH line alone in the buffer: nothing is sent after it until
+     * "AUTH OK" (docs/protocol.md 8). */
+    n = wire_format_auth(c->id, c->token, c->out, sizeof(c->out));
+    c->out_off = 0;
+    c->out_len = n;
+    c->state = CLIENT_AUTH;
+    if (flush(c, now) < 0)
+        return;
+    set_events(c, EPOLLIN | (c->out_len > 0 ? EPOLLOUT : 0));
+}
+
+/* HANDSHAKE: advance it; a failure is a failed connect (backoff). */
+static void
+step_handshake(struct client *c, int64_t now)
+{
+    char why[TLS_ERR_LEN], msg[TLS_ERR_LEN + 16];
+    uint64_t suppressed;
+    int rc = tls_handshake(c->tls, why, sizeof(why));
+
+    if (rc == -EAGAIN) {
+        set_events(c, EPOLLIN | (tls_want_write(c->tls) ? EPOLLOUT : 0));
+        return;
+    }
+    if (rc < 0) {
+        /* A refused certificate is a configuration problem worth a line
+         * on stderr, not only the connection event on stdout. */
+        if (rc == -EPROTO &&
+            log_ratelimit(&c->env->tls_rl, clock_mono_ms(), 10000,
+                          &suppressed))
+            log_warn("%s: TLS handshake with %s failed: %s", c->id,
+                     c->peer, why);
+        snprintf(msg, sizeof(msg), "TLS: %s", why);
+        go_backoff(c, now, true, msg);
+        return;
+    }
+    log_debug("%s: %s with %s", c->id, tls_version(c->tls), c->peer);
+    after_transport(c, now);
+}
+
+/* CONNECTING -> writable with SO_ERROR 0. */
+static void
+on_tcp_connected(struct client *c, int64_t now)
+{
+    if (c->env->tls == NULL) {
+        after_transport(c, now);
+        return;
+    }
+    c->tls = tls_new(c->env->tls, c->fd, conf_of(c)->tls_server_name);
+    if (c->tls == NULL) {
+        go_backoff(c, now, false, strerror(errno));
+        return;
+    }
+    c->state = CLIENT_HANDSHAKE;
+    step_handshake(c, now);
+}
+
+/* "AUTH ERR": the token is wrong or revoked, and trying again would only
+ * guess against the server's logs. Stop the whole process (exit 1); the
+ * spool keeps what is unacknowledged. */
+static int
+auth_refused(struct client *c, const struct wire_reply *r)
+{
+    log_error("%s: the server refused the token: AUTH ERR %.*s (check "
+              "--token or --token-file); stopping",
+              c->id, (int)(r->reason_len < 96 ? r->reason_len : 96),
+              r->reason);
+    say_event(c, "Token recusado pelo servidor: AUTH ERR %.*s",
+              (int)(r->reason_len < 96 ? r->reason_len : 96), r->reason);
+    close_conn(c);
+    c->state = CLIENT_BACKOFF;
+    c->deadline_ns = INT64_MAX;
+    c->producing = false;
+    c->env->fatal = true;
+    return -1;
+}
+
 /* ---- replies ----------------------------------------------------------- */
 
 static void
@@ -921,7 +1072,27 @@ on_reply(struct client *c, const struct wire_reply *r, int64_t now)
     size_t n;
     int rc;
 
+    if (c->state == CLIENT_AUTH) {
+        /* Only the answer to AUTH, or a connection-level ERR, can come
+         * before it (nothing else was sent). */
+        if (r->type == WIRE_R_AUTH_OK) {
+            on_connected(c, now);
+            return c->state == CLIENT_SENDING ? 0 : -1;
+        }
+        if (r->type == WIRE_R_AUTH_ERR)
+            return auth_refused(c, r);
+        if (r->type != WIRE_R_ERR_OTHER) {
+            if (log_ratelimit(&c->warn_rl, clock_mono_ms(), 10000,
+                              &suppressed))
+                log_warn("%s: ignoring a %zu-byte reply before AUTH OK",
+                         c->id, r->reason_len);
+            return 0;
+        }
+    }
     switch (r->type) {
+    case WIRE_R_AUTH_OK:
+    case WIRE_R_AUTH_ERR:
+        return 0; /* only after an AUTH, handled above */
     case WIRE_R_OK:
         c->ack_wait_ns = now;
         rc = pending_ok(c->pq, r->n, &n);
@@ -1004,20 +1175,42 @@ on_input(struct client *c, int64_t now)
     return 0;
 }
 
+/* A TLS error after the handshake: with TLS 1.3 this is also where a
+ * server that refuses our client certificate says so (an alert after the
+ * client's handshake ended). */
+static int
+tls_lost(struct client *c, int64_t now)
+{
+    char why[TLS_ERR_LEN];
+    uint64_t suppressed;
+
+    tls_error(c->tls, why, sizeof(why));
+    if (log_ratelimit(&c->env->tls_rl, clock_mono_ms(), 10000, &suppressed))
+        log_warn("%s: TLS connection with %s failed: %s", c->id, c->peer,
+                 why);
+    return lost(c, now, "TLS: %s", why);
+}
+
 /* Read replies within the budget. Returns 0 or -1 (connection dropped). */
 static int
 read_replies(struct client *c, int64_t now)
 {
     int i;
 
-    for (i = 0; i < READ_BUDGET; i++) {
-        ssize_t n = read(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len);
+    /* Past the budget only to empty a TLS record read in part, which
+     * epoll would not report again. */
+    for (i = 0; i < READ_BUDGET || (c->tls != NULL && tls_pending(c->tls));
+         i++) {
+        ssize_t n = sock_read(c, c->in + c->in_len,
+                              sizeof(c->in) - c->in_len);
 
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return 0;
+            if (errno == EPROTO && c->tls != NULL)
+                return tls_lost(c, now);
             return lost(c, now, "%s", c->reason[0] ? c->reason
                                                      : strerror(errno));
         }
@@ -1114,10 +1307,17 @@ client_new(struct client_env *env, uint32_t idx, const char *id,
 }
 
 void
+client_set_token(struct client *c, const char *token)
+{
+    c->token = token;
+}
+
+void
 client_destroy(struct client *c)
 {
     if (c == NULL)
         return;
+    tls_free(c->tls); /* no close_notify: the loop is gone */
     if (c->fd >= 0)
         close(c->fd); /* the epoll fd may be gone already: no epoll_ctl */
     if (c->tm.pos != 0)
@@ -1158,7 +1358,19 @@ client_on_io(struct client *c, uint64_t tag, uint32_t events, int64_t now)
         if (err != 0)
             go_backoff(c, now, true, strerror(err));
         else
-            on_connected(c, now);
+            on_tcp_connected(c, now);
+        break;
+    case CLIENT_HANDSHAKE:
+        step_handshake(c, now);
+        break;
+    case CLIENT_AUTH:
+        if ((events & EPOLLOUT) && c->out_off < c->out_len) {
+            if (flush(c, now) < 0)
+                break;
+            set_events(c, EPOLLIN | (c->out_len > 0 ? EPOLLOUT : 0));
+        }
+        if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+            read_replies(c, now);
         break;
     case CLIENT_SENDING:
         if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) &&
@@ -1186,8 +1398,15 @@ client_on_timer(struct client *c, int64_t now)
             connect_start(c, now);
         break;
     case CLIENT_CONNECTING:
+    case CLIENT_HANDSHAKE:
+    case CLIENT_AUTH:
         if (now >= c->deadline_ns)
-            go_backoff(c, now, true, "tempo esgotado");
+            go_backoff(c, now, true,
+                       c->state == CLIENT_CONNECTING  ? "tempo esgotado"
+                       : c->state == CLIENT_HANDSHAKE ? "tempo esgotado no "
+                                                        "handshake TLS"
+                                                      : "tempo esgotado "
+                                                        "esperando AUTH OK");
         break;
     case CLIENT_SENDING:
         if (pending_inflight(c->pq) > 0 &&

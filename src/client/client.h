@@ -28,6 +28,7 @@
 
 #include "client/options.h"
 #include "client/timers.h"
+#include "util/log.h"
 #include "util/net.h"
 
 #define CLIENT_EVENTS_BURST 20
@@ -39,6 +40,8 @@
 #define CLIENT_STABLE_MS 10000
 
 /* The collector's address, shared by all sensors of the process. */
+struct tls_ctx;
+
 struct client_target {
     const char *spec;     /* "HOST:PORT", borrowed from the config */
     struct net_addr addr; /* valid when have */
@@ -58,6 +61,9 @@ struct client_env {
     struct timers timers;           /* one timer per sensor */
     struct client_target target;
     bool draining;                  /* SIGTERM/SIGINT seen */
+    struct tls_ctx *tls;            /* --tls (owned by main), or NULL */
+    bool fatal;                     /* a token was refused: exit 1 */
+    struct log_ratelimit tls_rl;    /* TLS failures on stderr */
     /* Totals over all sensors. */
     uint64_t produced, acked, refused;
     uint64_t dropped;               /* lost to a full spool */
@@ -97,6 +103,10 @@ const struct net_addr *client_target_get(struct client_target *t,
  */
 struct client *client_new(struct client_env *env, uint32_t idx,
                           const char *id, uint64_t seed, int64_t first_ns);
+/* The token sent in "AUTH <id> <token>" on each connection (borrowed:
+ * it must outlive c), or NULL: no AUTH line. Before client_start. */
+void client_set_token(struct client *c, const char *token);
+
 /* Close the connection and free; client_destroy(NULL) is a no-op. */
 void client_destroy(struct client *c);
 

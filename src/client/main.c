@@ -25,8 +25,10 @@
 #include "client/client.h"
 #include "client/options.h"
 #include "client/timers.h"
+#include "client/tokens.h"
 #include "util/clock.h"
 #include "util/log.h"
+#include "util/tls.h"
 
 #define PROG "sensornet-client"
 #define MAX_EVENTS 256
@@ -40,6 +42,7 @@ struct run {
     struct client_env env;
     struct client **clients;
     uint32_t n_clients;
+    struct tokens *tokens; /* --token-file, or NULL */
     int sigfd;
     bool stop;             /* leave the loop now */
     int64_t drain_end_ns;  /* when draining: give up waiting then */
@@ -210,6 +213,8 @@ loop(struct run *r)
 
     for (;;) {
         now = clock_mono_ns();
+        if (r->env.fatal)
+            return -EACCES; /* a token refused: auth_refused() said so */
         if (r->stop || r->env.n_done == r->n_clients)
             return 0;
         if (r->env.draining && now >= r->drain_end_ns)
@@ -256,6 +261,29 @@ run(const struct client_conf *conf)
     r.env.conf = conf;
     r.env.epfd = -1;
     client_target_init(&r.env.target, conf->server);
+    /* TLS and token files: read once, before anything starts; unusable
+     * ones are configuration errors (exit 2), like bad usage. */
+    if (conf->tls) {
+        char err[TLS_ERR_LEN + OPTIONS_PATH_MAX];
+
+        r.env.tls = tls_ctx_client(conf->tls_ca, conf->tls_cert,
+                                   conf->tls_key, err, sizeof(err));
+        if (r.env.tls == NULL) {
+            log_error("TLS: %s", err);
+            rc = 2;
+            goto done;
+        }
+    }
+    if (conf->token_file != NULL) {
+        char err[TOKENS_ERR_LEN + OPTIONS_PATH_MAX];
+
+        r.tokens = tokens_load(conf->token_file, err, sizeof(err));
+        if (r.tokens == NULL) {
+            log_error("--token-file %s", err);
+            rc = 2;
+            goto done;
+        }
+    }
     raise_nofile(conf->sensors, conf->spool_dir != NULL);
     if (conf->spool_dir != NULL) {
         int e = make_dirs(conf->spool_dir);
@@ -307,6 +335,20 @@ run(const struct client_conf *conf)
             goto done;
         }
         r.n_clients++;
+        if (r.tokens != NULL) {
+            const char *tok = tokens_for(r.tokens, id);
+
+            if (tok == NULL) {
+                log_error("--token-file %s: no token for sensor %s (and "
+                          "no line with a token alone)",
+                          conf->token_file, id);
+                rc = 2;
+                goto done;
+            }
+            client_set_token(r.clients[i], tok);
+        } else if (conf->token != NULL) {
+            client_set_token(r.clients[i], conf->token);
+        }
     }
     {
         char err[NET_ERR_LEN];
@@ -342,6 +384,8 @@ done:
     for (i = 0; i < r.n_clients; i++)
         client_destroy(r.clients[i]);
     free(r.clients);
+    tokens_free(r.tokens);
+    tls_ctx_free(r.env.tls);
     timers_free(&r.env.timers);
     if (r.sigfd >= 0)
         close(r.sigfd);

@@ -14,6 +14,7 @@
 
 #include "client/pending.h"
 #include "client/spool.h"
+#include "client/tokens.h"
 
 #ifndef SENSORNET_VERSION
 #define SENSORNET_VERSION "0.1.0"
@@ -37,6 +38,13 @@ enum opt_id {
     O_NO_SPOOL,
     O_SPOOL_MAX,
     O_SEED,
+    O_TLS,
+    O_TLS_CA,
+    O_TLS_CERT,
+    O_TLS_KEY,
+    O_TLS_SERVER_NAME,
+    O_TOKEN,
+    O_TOKEN_FILE,
     O_QUIET,
     O_VERBOSE,
     O_HELP,
@@ -107,6 +115,26 @@ static const struct opt opts[] = {
     {"seed", O_SEED, 0, "N",
      "seed of the random walks and the jitter, for reproducible runs "
      "(default: from the clock and the pid)"},
+    {"tls", O_TLS, 0, NULL,
+     "speak TLS to the collector (its --tls-cert), verifying its "
+     "certificate and name"},
+    {"tls-ca", O_TLS_CA, 0, "FILE",
+     "PEM CA certificates the server's certificate must chain to "
+     "(default: the system's trust store); implies --tls"},
+    {"tls-cert", O_TLS_CERT, 0, "FILE",
+     "PEM client certificate (chain) for a collector with --tls-ca; with "
+     "--tls-key; implies --tls"},
+    {"tls-key", O_TLS_KEY, 0, "FILE", "PEM private key of --tls-cert"},
+    {"tls-server-name", O_TLS_SERVER_NAME, 0, "NAME",
+     "name (or IP address) the server's certificate must carry, also sent "
+     "as SNI (default: the host of --server); implies --tls"},
+    {"token", O_TOKEN, 0, "TOKEN",
+     "send \"AUTH <id> <token>\" first on every connection (a collector "
+     "with --tokens) and send readings only after \"AUTH OK\"; every "
+     "sensor of --sensors uses it. Visible in ps: prefer --token-file"},
+    {"token-file", O_TOKEN_FILE, 0, "FILE",
+     "like --token, from FILE: lines \"<id> <token>\" (one per sensor) "
+     "and/or one line with a token alone (for the others); mode 600"},
     {"quiet", O_QUIET, 'q', NULL,
      "no per-reading or per-acknowledgement lines on stdout"},
     {"verbose", O_VERBOSE, 'v', NULL, "debug messages on stderr"},
@@ -150,7 +178,8 @@ options_usage(FILE *out)
             "one line\n  sensornet-client: produced=N acked=N refused=N "
             "pending=N dropped=N\n  resumed=N spool_seq=N digest=HEX\n"
             "Exit status: 0 when --count is reached or after a "
-            "signal, 2 on bad usage.\n");
+            "signal, 1 when the server refuses the token (AUTH ERR),\n"
+            "2 on bad usage or unusable TLS or token files.\n");
 }
 
 static int
@@ -275,6 +304,25 @@ hostport_valid(const char *s)
     return parse_uint(port, 1, 65535, &p) == 0 && strlen(port) <= 5;
 }
 
+/* The host of a valid --server ("[V6]:PORT" without the brackets). */
+static int
+server_host(const char *server, char *buf, size_t len)
+{
+    const char *start = server, *end;
+
+    if (server[0] == '[') {
+        start = server + 1;
+        end = strchr(start, ']');
+    } else {
+        end = strrchr(server, ':');
+    }
+    if (end == NULL || (size_t)(end - start) >= len)
+        return -ENAMETOOLONG;
+    memcpy(buf, start, (size_t)(end - start));
+    buf[end - start] = '\0';
+    return 0;
+}
+
 static void
 set_defaults(struct client_conf *c)
 {
@@ -327,6 +375,22 @@ finish(struct client_conf *c, char *err, size_t err_len)
                     c->id, id_max);
     if (c->no_spool && c->spool_dir != NULL)
         return fail(err, err_len, "--spool and --no-spool together");
+    if ((c->tls_cert == NULL) != (c->tls_key == NULL))
+        return fail(err, err_len, "--tls-cert and --tls-key go together");
+    if (c->token != NULL && c->token_file != NULL)
+        return fail(err, err_len, "--token and --token-file together");
+    if ((c->token != NULL || c->token_file != NULL) &&
+        c->format == WIRE_ORIGINAL)
+        return fail(err, err_len,
+                    "--token needs --format influx or text: the original "
+                    "format has no AUTH line");
+    if (c->tls && c->tls_server_name == NULL) {
+        if (server_host(c->server, c->tls_name_buf,
+                        sizeof(c->tls_name_buf)) < 0)
+            return fail(err, err_len, "--server '%s': host name too long "
+                        "for TLS", c->server);
+        c->tls_server_name = c->tls_name_buf;
+    }
     if (!c->no_spool && c->spool_dir == NULL) {
         /* systemd's StateDirectory= (several are separated by ':'). */
         const char *state = getenv("STATE_DIRECTORY");
@@ -455,6 +519,39 @@ apply(struct client_conf *c, const struct opt *o, const char *arg, FILE *out,
         if (parse_uint(arg, 0, UINT64_MAX, &c->seed) < 0)
             return fail(err, err_len, "--seed '%s': a whole number", arg);
         c->seed_set = true;
+        return 0;
+    case O_TLS:
+        c->tls = true;
+        return 0;
+    case O_TLS_CA:
+    case O_TLS_CERT:
+    case O_TLS_KEY:
+    case O_TLS_SERVER_NAME:
+        if (arg[0] == '\0' || strlen(arg) >= (o->id == O_TLS_SERVER_NAME
+                                                  ? OPTIONS_HOST_MAX
+                                                  : OPTIONS_PATH_MAX))
+            return fail(err, err_len, "--%s: empty or too long", o->name);
+        c->tls = true;
+        if (o->id == O_TLS_CA)
+            c->tls_ca = arg;
+        else if (o->id == O_TLS_CERT)
+            c->tls_cert = arg;
+        else if (o->id == O_TLS_KEY)
+            c->tls_key = arg;
+        else
+            c->tls_server_name = arg;
+        return 0;
+    case O_TOKEN:
+        if (!tokens_valid(arg, strlen(arg)))
+            return fail(err, err_len,
+                        "--token: %d to %d bytes of A-Z a-z 0-9 . _ ~ + / = -",
+                        TOKENS_TOKEN_MIN, TOKENS_TOKEN_MAX);
+        c->token = arg;
+        return 0;
+    case O_TOKEN_FILE:
+        if (arg[0] == '\0' || strlen(arg) >= OPTIONS_PATH_MAX)
+            return fail(err, err_len, "--token-file: empty or too long");
+        c->token_file = arg;
         return 0;
     case O_QUIET:
         c->quiet = true;

@@ -25,6 +25,8 @@
 #define OPTIONS_SPOOL_DEFAULT "sensornet-spool"
 #define OPTIONS_SPOOL_MAX_LIMIT (UINT64_C(1) << 40)
 #define OPTIONS_PATH_MAX 1024
+/* Longest host name in --server or --tls-server-name. */
+#define OPTIONS_HOST_MAX 256
 
 struct client_conf {
     const char *server;        /* "HOST:PORT", borrowed */
@@ -50,6 +52,18 @@ struct client_conf {
     bool verbose;              /* debug messages on stderr */
     bool seed_set;
     uint64_t seed;
+    /* TLS (docs/client.md "TLS"): any --tls-* option turns tls on. */
+    bool tls;
+    const char *tls_ca;          /* NULL: the system's trust store */
+    const char *tls_cert, *tls_key; /* client certificate, both or none */
+    /* Name the server's certificate must carry, and SNI: --tls-server-name
+     * or the host of --server (tls_name_buf). */
+    const char *tls_server_name;
+    char tls_name_buf[OPTIONS_HOST_MAX];
+    /* --tokens on the server: "AUTH <id> <token>" first on each
+     * connection. At most one of the two is set. */
+    const char *token;           /* --token, checked (tokens_valid) */
+    const char *token_file;      /* --token-file, loaded by main */
 };
 
 enum options_rc {

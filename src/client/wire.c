@@ -107,6 +107,14 @@ parse_u64(const char *p, size_t len, size_t *i, uint64_t *out)
     return *i > start;
 }
 
+size_t
+wire_format_auth(const char *id, const char *token, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "AUTH %s %s\n", id, token);
+
+    return n < 0 || (size_t)n >= len ? 0 : (size_t)n;
+}
+
 /* Classify one reply line (p, len) without its line end. */
 static void
 parse_line(const char *p, size_t len, struct wire_reply *out)
@@ -118,6 +126,18 @@ parse_line(const char *p, size_t len, struct wire_reply *out)
     out->n = 0;
     out->reason = p;
     out->reason_len = len;
+    if (len == 7 && memcmp(p, "AUTH OK", 7) == 0) {
+        out->type = WIRE_R_AUTH_OK;
+        out->reason_len = 0;
+        return;
+    }
+    if (len >= 8 && memcmp(p, "AUTH ERR", 8) == 0 &&
+        (len == 8 || p[8] == ' ')) {
+        out->type = WIRE_R_AUTH_ERR;
+        out->reason = p + (len > 8 ? 9 : 8);
+        out->reason_len = len > 8 ? len - 9 : 0;
+        return;
+    }
     if (len == 4 && memcmp(p, "PONG", 4) == 0) {
         out->type = WIRE_R_PONG;
         out->reason_len = 0;

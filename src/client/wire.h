@@ -12,6 +12,7 @@
  *   "ERR <reason>\n"        about the connection ("ERR server full")
  *   "Dados recebidos com sucesso."  the original server's reply, no line end
  *   "PONG\n"                the answer to the keepalive "PING\n"
+ *   "AUTH OK\n", "AUTH ERR <reason>\n"   the answer to "AUTH <id> <token>"
  *
  * Pure functions, no state, thread-safe.
  * SPDX-License-Identifier: MIT
@@ -64,6 +65,15 @@ size_t wire_format_reading(enum wire_format fmt, const struct sim_kind_info *k,
                            const char *id, double value, int64_t ts_ns,
                            char *buf, size_t len);
 
+/*
+ * The line that authenticates a connection with --tokens
+ * (docs/protocol.md 8): "AUTH <id> <token>\n" into buf (len bytes),
+ * NUL-terminated. Returns its length without the NUL, or 0 if it did not
+ * fit. id and token are borrowed and must hold no blanks or line ends.
+ */
+size_t wire_format_auth(const char *id, const char *token, char *buf,
+                        size_t len);
+
 enum wire_reply_type {
     WIRE_R_OK = 1,       /* "OK n": n in .n */
     WIRE_R_ERR_LINE,     /* "ERR k reason": k in .n, reason may be empty */
@@ -71,6 +81,8 @@ enum wire_reply_type {
     WIRE_R_ORIGINAL,     /* "Dados recebidos com sucesso." */
     WIRE_R_PONG,         /* "PONG": the answer to a keepalive */
     WIRE_R_UNKNOWN,      /* any other line (ignored, logged) */
+    WIRE_R_AUTH_OK,      /* "AUTH OK" */
+    WIRE_R_AUTH_ERR,     /* "AUTH ERR reason": reason set (may be empty) */
 };
 
 struct wire_reply {

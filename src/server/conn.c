@@ -7,7 +7,9 @@
  * Framing invariant: after conn_process() returns without throttling,
  * c->in holds at most one partial line of at most max_line bytes (longer
  * ones are refused and skipped), so a connection costs no input buffer
- * unless it is in the middle of a line.
+ * unless it is in the middle of a line. A connection whose first byte is
+ * an MQTT CONNECT's (0x10, never the start of a line) is handed to
+ * conn_mqtt.c, which frames packets instead (conn_input).
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -22,8 +24,11 @@
 #include "server/auth.h"
 #include "server/worker_internal.h"
 #include "util/clock.h"
+#include "util/tls.h"
 
 #define ORIGINAL_REPLY "Dados recebidos com sucesso."
+/* The one plain-text answer of a TLS port (docs/security.md 2.3). */
+#define TLS_REQUIRED "ERR tls required\n"
 
 enum line_rc { LINE_OK = 0, LINE_AGAIN = 1, LINE_STOP = 2 };
 
@@ -77,7 +82,15 @@ conn_new(struct worker *w, int fd)
     list_init(&c->l_flush);
     list_init(&c->l_throttle);
     list_init(&c->l_close);
+    list_init(&c->l_hs);
     peer_strings(c);
+    if (w->sh->tls != NULL) {
+        c->tls = tls_new(w->sh->tls, fd, NULL);
+        if (c->tls == NULL) {
+            free(c);
+            return NULL;
+        }
+    }
     return c;
 }
 
@@ -88,6 +101,8 @@ conn_free(struct conn *c)
     free(c->out);
     free(c->http_host);
     free(c->auth_sensor);
+    conn_mqtt_free(c);
+    tls_free(c->tls);
     free(c);
 }
 
@@ -152,6 +167,12 @@ out_append(struct conn *c, const char *p, size_t n)
     out_schedule(c);
 }
 
+void
+conn_out(struct conn *c, const void *p, size_t n)
+{
+    out_append(c, p, n);
+}
+
 static void
 out_printf(struct conn *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -187,6 +208,10 @@ conn_ack(struct conn *c, uint64_t n_accepted, uint32_t n_orig)
 
     if (c->flags & CONN_F_CLOSED)
         return;
+    if (c->mq != NULL) {
+        conn_mqtt_ack(c, n_accepted);
+        return;
+    }
     if (n_accepted > c->n_acked) {
         c->n_acked = n_accepted;
         /* Coalesce: replace an OK that has not started going out. */
@@ -199,6 +224,58 @@ conn_ack(struct conn *c, uint64_t n_accepted, uint32_t n_orig)
         out_append(c, ORIGINAL_REPLY, sizeof(ORIGINAL_REPLY) - 1);
 }
 
+/* ---- byte I/O: the socket, or TLS over it ------------------------------ */
+
+/*
+ * recv() or tls_read(), with recv()'s contract: bytes, 0 at the end of the
+ * stream, or -1 with errno (EAGAIN: try again on the next event). A TLS
+ * read may have to wait for writability (a TLS 1.3 KeyUpdate answer that
+ * did not fit): then EPOLLOUT is armed and conn_on_io reads again on it.
+ */
+static ssize_t
+conn_recv(struct conn *c, void *buf, size_t len)
+{
+    ssize_t n;
+
+    if (c->tls == NULL)
+        return recv(c->fd, buf, len, 0);
+    n = tls_read(c->tls, buf, len);
+    if (n >= 0)
+        return n;
+    if (n == -EAGAIN && tls_want_write(c->tls))
+        loop_mod(c->w->loop, &c->io, c->io.events | EPOLLOUT);
+    errno = (int)-n;
+    return -1;
+}
+
+/* send() or tls_write(), with send()'s contract. */
+static ssize_t
+conn_send(struct conn *c, const void *buf, size_t len)
+{
+    ssize_t n;
+
+    if (c->tls == NULL)
+        return send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    n = tls_write(c->tls, buf, len);
+    if (n >= 0)
+        return n;
+    /* OpenSSL has sealed these bytes into a record that waits for the
+     * socket: they must go out as they are, so a trailing "OK n" among
+     * them can no longer be replaced by a newer one (conn_ack). */
+    if (n == -EAGAIN)
+        c->ok_off = SIZE_MAX;
+    errno = (int)-n;
+    return -1;
+}
+
+/* A blocked write waits for EPOLLOUT (plain TCP always; TLS unless it
+ * waits for a read, which EPOLLIN delivers: conn_on_io flushes then). */
+static bool
+send_waits_for_out(const struct conn *c)
+{
+    return c->tls == NULL || tls_want_write(c->tls);
+}
+
 void
 conn_flush(struct conn *c)
 {
@@ -208,14 +285,16 @@ conn_flush(struct conn *c)
         list_del(&c->l_flush);
     if (c->flags & CONN_F_CLOSED)
         return;
+    if (c->tls != NULL && !tls_established(c->tls))
+        return; /* nothing is queued before the handshake ends */
     while (c->out_pos < c->out_len) {
-        n = send(c->fd, c->out + c->out_pos, c->out_len - c->out_pos,
-                 MSG_NOSIGNAL);
+        n = conn_send(c, c->out + c->out_pos, c->out_len - c->out_pos);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN) {
-                loop_mod(c->w->loop, &c->io, c->io.events | EPOLLOUT);
+                if (send_waits_for_out(c))
+                    loop_mod(c->w->loop, &c->io, c->io.events | EPOLLOUT);
                 return;
             }
             conn_close_later(c, "write error");
@@ -425,6 +504,16 @@ ack_later(struct conn *c, uint32_t n_orig)
         c->refs++;
 }
 
+void
+conn_accept_line(struct conn *c, const struct proto_line *pl)
+{
+    c->n_accepted++;
+    add_readings(c, pl);
+    ack_later(c, 0);
+    atomic_fetch_add_explicit(&c->w->stats.lines_accepted, 1,
+                              memory_order_relaxed);
+}
+
 static void
 refuse_line(struct conn *c, uint64_t lineno, int rc)
 {
@@ -563,11 +652,7 @@ conn_line(struct conn *c, const char *p, size_t len)
         refuse_line(c, lineno, PROTO_E_FORBIDDEN);
         return LINE_OK;
     }
-    c->n_accepted++;
-    add_readings(c, w->pl);
-    ack_later(c, 0);
-    atomic_fetch_add_explicit(&w->stats.lines_accepted, 1,
-                              memory_order_relaxed);
+    conn_accept_line(c, w->pl);
     return LINE_OK;
 }
 
@@ -576,7 +661,7 @@ silence_track(struct conn *c)
 {
     struct worker *w = c->w;
 
-    if ((c->flags & CONN_F_LINEMODE) || c->in_len == 0) {
+    if ((c->flags & CONN_F_LINEMODE) || c->in_len == 0 || c->mq != NULL) {
         if (list_linked(&c->l_silence))
             list_del(&c->l_silence);
         return;
@@ -669,7 +754,23 @@ keep_pending(struct conn *c, const char *p, size_t n)
     return true;
 }
 
-static void
+/* Frame (buf, len) as lines, or as MQTT packets on an MQTT connection;
+ * returns the bytes consumed (conn_process). */
+static size_t
+conn_input(struct conn *c, const char *buf, size_t len)
+{
+    if (c->mq == NULL && len > 0 && (unsigned char)buf[0] == 0x10 &&
+        !(c->flags & (CONN_F_LINEMODE | CONN_F_HTTP)) && c->n_orig == 0 &&
+        conn_mqtt_start(c) < 0) {
+        conn_close_later(c, "out of memory");
+        return len;
+    }
+    if (c->mq != NULL)
+        return conn_mqtt_process(c, buf, len);
+    return conn_process(c, buf, len);
+}
+
+void
 conn_throttle(struct conn *c)
 {
     struct worker *w = c->w;
@@ -690,8 +791,8 @@ conn_throttle(struct conn *c)
 static void
 finish_pending(struct conn *c)
 {
-    if (c->in_len == 0)
-        return;
+    if (c->in_len == 0 || c->mq != NULL)
+        return; /* MQTT: a partial packet is dropped, never acknowledged */
     if ((c->flags & CONN_F_LINEMODE) && !(c->flags & CONN_F_EOF))
         return;
     if (c->flags & CONN_F_LINEMODE) {
@@ -713,11 +814,14 @@ conn_resume(struct conn *c)
 
     c->flags &= ~(unsigned)CONN_F_THROTTLED;
     if (c->in_len > 0) {
-        used = conn_process(c, c->in, c->in_len);
+        used = conn_input(c, c->in, c->in_len);
         if (!keep_pending(c, c->in + used, c->in_len - used) ||
             (c->flags & CONN_F_CLOSING))
             return true;
-        if (c->in_len > 0 && memchr(c->in, '\n', c->in_len) != NULL) {
+        if (c->flags & CONN_F_THROTTLED) /* MQTT stopped again */
+            return !list_linked(&c->l_throttle);
+        if (c->mq == NULL && c->in_len > 0 &&
+            memchr(c->in, '\n', c->in_len) != NULL) {
             conn_throttle(c);
             return false;
         }
@@ -752,7 +856,7 @@ conn_read(struct conn *c)
         have = c->in_len;
         if (have > 0)
             memcpy(buf, c->in, have);
-        n = recv(c->fd, buf + have, WORKER_RBUF - have, 0);
+        n = conn_recv(c, buf + have, WORKER_RBUF - have);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -761,6 +865,11 @@ conn_read(struct conn *c)
             return;
         }
         if (n == 0) {
+            /* TLS ended without close_notify: whoever cut the stream may
+             * have cut it inside a line, so a last partial one is not
+             * taken as complete (finish_pending) but dropped. */
+            if (c->tls != NULL && !tls_eof_clean(c->tls))
+                keep_pending(c, NULL, 0);
             conn_eof(c);
             return;
         }
@@ -768,22 +877,129 @@ conn_read(struct conn *c)
                                   memory_order_relaxed);
         w->now_real_ns = clock_real_ns();
         c->active_ms = w->now_ms;
-        if (!(c->flags & CONN_F_DRAINING))
+        if (!(c->flags & (CONN_F_DRAINING | CONN_F_KEEPALIVE)))
             list_move_tail(&w->idle, &c->l_idle);
-        used = conn_process(c, buf, have + (size_t)n);
+        used = conn_input(c, buf, have + (size_t)n);
         if (!keep_pending(c, buf + used, have + (size_t)n - used))
             return;
-        if (c->flags & CONN_F_CLOSING)
+        /* MQTT: DISCONNECT drains; a missing batch or PUBACK slot stops. */
+        if (c->flags & (CONN_F_CLOSING | CONN_F_DRAINING | CONN_F_THROTTLED))
             return;
-        if (c->in_len > 0 && memchr(c->in, '\n', c->in_len) != NULL) {
+        if (c->mq == NULL && c->in_len > 0 &&
+            memchr(c->in, '\n', c->in_len) != NULL) {
             /* Complete lines left over: the batches are all in use. */
             conn_throttle(c);
             return;
         }
         silence_track(c);
-        if ((size_t)n < WORKER_RBUF - have)
+        /* A TLS read returns one record (16 KiB at most) however much
+         * the socket holds: only EAGAIN says it is empty. */
+        if ((size_t)n < WORKER_RBUF - have && c->tls == NULL)
             return; /* the socket is empty for now */
     }
+}
+
+/* ---- TLS handshake ------------------------------------------------------ */
+
+/* With --tls-ca and --tokens: a verified client certificate's subject CN
+ * is the sensor the connection speaks for, as if it had sent AUTH
+ * (docs/security.md 4). A CN that cannot be a sensor id gives nothing. */
+static void
+identity_from_cert(struct conn *c)
+{
+    char cn[PROTO_MAX_NAME + 1];
+    int n;
+
+    /* MQTT (--mqtt-listen) authenticates with CONNECT's user name and
+     * password instead (conn_mqtt.c). */
+    if (c->w->sh->auth == NULL || !tls_ctx_verifies_peer(c->w->sh->tls) ||
+        c->mq != NULL)
+        return;
+    n = tls_peer_cn(c->tls, cn, sizeof(cn));
+    if (n <= 0)
+        return;
+    c->auth_sensor = strndup(cn, (size_t)n);
+    if (c->auth_sensor == NULL) {
+        conn_close_later(c, "out of memory");
+        return;
+    }
+    c->auth_len = (size_t)n;
+    log_debug("%s: authenticated as '%s' by its certificate", c->peer, cn);
+}
+
+/* A failure one peer can cause at will: logged at most every 10 s per
+ * worker, with the count of those not shown. */
+static void
+tls_complain(struct conn *c, const char *what, const char *why)
+{
+    uint64_t suppressed;
+
+    if (!log_ratelimit(&c->w->tls_rl, c->w->now_ms, 10000, &suppressed))
+        return;
+    if (suppressed > 0)
+        log_warn("%s: %s%s%s (and %llu more TLS failures since the last "
+                 "message)", c->peer, what, why[0] ? ": " : "", why,
+                 (unsigned long long)suppressed);
+    else
+        log_warn("%s: %s%s%s", c->peer, what, why[0] ? ": " : "", why);
+}
+
+/* Closing with unread bytes sends a reset, which may destroy our last
+ * words (a TLS alert, "ERR tls required") before the peer reads them:
+ * discard what has arrived (a few reads; more than that gets the reset). */
+static void
+discard_input(struct conn *c)
+{
+    int i;
+
+    for (i = 0; i < 4; i++)
+        if (recv(c->fd, c->w->rbuf, WORKER_RBUF, MSG_DONTWAIT) <= 0)
+            break;
+}
+
+/* HANDSHAKE (worker_internal.h): advance it; READING when done. */
+static void
+conn_handshake(struct conn *c)
+{
+    struct worker *w = c->w;
+    char why[TLS_ERR_LEN];
+    uint32_t want;
+    int rc;
+
+    rc = tls_handshake(c->tls, why, sizeof(why));
+    if (rc == -EAGAIN) {
+        want = EPOLLIN | (tls_want_write(c->tls) ? EPOLLOUT : 0);
+        if (c->io.events != want)
+            loop_mod(w->loop, &c->io, want);
+        return;
+    }
+    if (rc == -EPROTONOSUPPORT) {
+        /* Nothing was read and nothing sent yet: the send buffer takes
+         * this one line whole. */
+        (void)send(c->fd, TLS_REQUIRED, sizeof(TLS_REQUIRED) - 1,
+                   MSG_NOSIGNAL | MSG_DONTWAIT);
+        discard_input(c);
+        tls_complain(c, "plain text on a TLS port, answered "
+                        "\"ERR tls required\"", "");
+        conn_close_later(c, "plain text on a TLS port");
+        return;
+    }
+    if (rc < 0) {
+        /* A bare connect and close (port scans, load balancer checks)
+         * is no failure worth a warning. */
+        if (rc == -ECONNRESET)
+            log_debug("%s: TLS handshake: %s", c->peer, why);
+        else
+            tls_complain(c, "TLS handshake failed", why);
+        discard_input(c); /* keep the alert OpenSSL sent */
+        conn_close_later(c, "TLS handshake failed");
+        return;
+    }
+    list_del(&c->l_hs);
+    if (c->io.events != EPOLLIN)
+        loop_mod(w->loop, &c->io, EPOLLIN);
+    log_debug("%s: %s established", c->peer, tls_version(c->tls));
+    identity_from_cert(c);
 }
 
 void
@@ -793,12 +1009,30 @@ conn_on_io(struct loop_io *io, uint32_t events)
 
     if (c->flags & (CONN_F_CLOSING | CONN_F_CLOSED))
         return;
+    if (c->tls != NULL) {
+        if (!tls_established(c->tls)) {
+            conn_handshake(c);
+            return;
+        }
+        /* TLS crosses directions: a write may wait for a read (flush on
+         * any event while output is pending), a read for a write (read
+         * again when writable). */
+        if (c->out_pos < c->out_len)
+            events |= EPOLLOUT;
+        if (events & EPOLLOUT)
+            events |= EPOLLIN;
+    }
     if (events & EPOLLOUT)
         conn_flush(c);
     if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) &&
         !(c->flags & (CONN_F_THROTTLED | CONN_F_DRAINING | CONN_F_CLOSING)))
         conn_read(c);
-    else if ((events & (EPOLLHUP | EPOLLERR)) && (c->flags & CONN_F_DRAINING))
+    else if ((events & (EPOLLHUP | EPOLLERR)) &&
+             (c->flags & (CONN_F_DRAINING | CONN_F_THROTTLED)))
+        /* epoll reports these even with EPOLLIN off: a throttled or
+         * draining connection whose peer is gone would wake the loop
+         * forever. Its unparsed bytes were never acknowledged, so the
+         * client sends them again. */
         conn_close_later(c, "connection reset");
 }
 
@@ -886,9 +1120,16 @@ conn_close_now(struct conn *c)
 
     /* Best effort: the last replies (ERR server full, the HTTP answer,
      * final acknowledgements) go out if the socket takes them. */
-    if (c->out_pos < c->out_len)
-        (void)send(c->fd, c->out + c->out_pos, c->out_len - c->out_pos,
-                   MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (c->out_pos < c->out_len &&
+        (c->tls == NULL || tls_established(c->tls)))
+        (void)conn_send(c, c->out + c->out_pos, c->out_len - c->out_pos);
+    if (c->tls != NULL) {
+        tls_close(c->tls); /* close_notify, if the socket takes it */
+        tls_free(c->tls);  /* a zombie waiting for its batches keeps none */
+        c->tls = NULL;
+    }
+    if (list_linked(&c->l_hs))
+        list_del(&c->l_hs);
     loop_del(w->loop, &c->io);
     close(c->fd);
     c->fd = -1;
@@ -905,6 +1146,8 @@ conn_close_now(struct conn *c)
     if (list_linked(&c->l_throttle))
         list_del(&c->l_throttle);
     worker_conn_closed(w, c);
+    if (c->mq != NULL)
+        conn_mqtt_closed(c);
     presence_release(w->sh->presence, c->pres); /* HTTP API hook */
     c->pres = NULL;
     free(c->in);

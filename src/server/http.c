@@ -19,13 +19,17 @@
 #include "server/http_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <gnutls/gnutls.h>
 
 #include "util/clock.h"
 #include "util/log.h"
@@ -365,6 +369,118 @@ ping(struct http *h, struct MHD_Connection *c)
                            1);
 }
 
+/* ---- HTTPS -------------------------------------------------------------- */
+
+/* Largest PEM file read for libmicrohttpd (a chain of a few certificates,
+ * or a bundle of CAs, is far smaller). */
+#define HTTP_PEM_MAX (1u << 20)
+/* TLS 1.2 at least, as on the sensor port (tls.c). */
+#define HTTP_TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
+
+/* Read a whole PEM file, NUL-ended, into *out. 0 or -1 with err set. */
+static int
+read_pem(const char *what, const char *path, char **out, size_t *out_len,
+         char *err, size_t err_len)
+{
+    struct stat st;
+    size_t got = 0;
+    ssize_t n;
+    char *buf;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        snprintf(err, err_len, "%s %s: %s", what, path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size <= 0 ||
+        (uint64_t)st.st_size > HTTP_PEM_MAX) {
+        snprintf(err, err_len, "%s %s: not a file of 1 byte to %u KiB",
+                 what, path, HTTP_PEM_MAX / 1024);
+        close(fd);
+        return -1;
+    }
+    buf = malloc((size_t)st.st_size + 1);
+    if (buf == NULL) {
+        snprintf(err, err_len, "out of memory");
+        close(fd);
+        return -1;
+    }
+    while (got < (size_t)st.st_size) {
+        n = read(fd, buf + got, (size_t)st.st_size - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fd);
+    buf[got] = '\0';
+    *out = buf;
+    *out_len = got;
+    return 0;
+}
+
+/* With --tls-cert, the same certificate and key as the sensor port (the
+ * collector's TLS context has checked them already). */
+static int
+https_load(struct http *h, char *err, size_t err_len)
+{
+    const struct server_conf *cf = h->conf.sh->conf;
+    size_t len;
+
+    if (cf->tls_cert == NULL)
+        return 0;
+    if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+        snprintf(err, err_len, "this libmicrohttpd has no TLS support");
+        return -1;
+    }
+    if (read_pem("certificate", cf->tls_cert, &h->tls_cert_pem, &len, err,
+                 err_len) < 0 ||
+        read_pem("key", cf->tls_key, &h->tls_key_pem, &h->tls_key_len, err,
+                 err_len) < 0)
+        return -1;
+    if (cf->tls_ca != NULL) {
+        if (read_pem("CA file", cf->tls_ca, &h->tls_ca_pem, &len, err,
+                     err_len) < 0)
+            return -1;
+        h->tls_verify = true;
+    }
+    return 0;
+}
+
+static void
+https_free(struct http *h)
+{
+    if (h->tls_key_pem != NULL)
+        explicit_bzero(h->tls_key_pem, h->tls_key_len);
+    free(h->tls_key_pem);
+    free(h->tls_cert_pem);
+    free(h->tls_ca_pem);
+}
+
+/*
+ * --tls-ca: libmicrohttpd only *asks* GnuTLS for a client certificate
+ * (GNUTLS_CERT_REQUEST) and leaves the check to the application, so every
+ * request checks that one was sent and that it verifies against the CAs
+ * given (gnutls_certificate_verify_peers2, chain and dates).
+ */
+static bool
+https_client_ok(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci;
+    unsigned int status = 0;
+
+    ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    if (ci == NULL || ci->tls_session == NULL)
+        return false;
+    if (gnutls_certificate_verify_peers2((gnutls_session_t)ci->tls_session,
+                                         &status) != GNUTLS_E_SUCCESS)
+        return false;
+    return status == 0;
+}
+
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *c, const char *url,
            const char *method, const char *version, const char *upload,
@@ -375,6 +491,16 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
 
     (void)version;
     h->now_ms = clock_mono_ms();
+    if (r == NULL && h->tls_verify && !https_client_ok(c)) {
+        uint64_t suppressed;
+
+        if (log_ratelimit(&h->tls_rl, h->now_ms, 10000, &suppressed))
+            log_warn("HTTPS: a request without a verified client "
+                     "certificate refused (403)");
+        return http_error(h, c, MHD_HTTP_FORBIDDEN,
+                          "a client certificate signed by the collector's "
+                          "--tls-ca is required");
+    }
     if (r == NULL && strcmp(url, "/write") == 0) {
         r = req_new(h, c);
         if (r == NULL)
@@ -575,6 +701,8 @@ http_new(const struct http_conf *conf, char *err, size_t err_len)
 {
     struct http *h = calloc(1, sizeof(*h));
     const union MHD_DaemonInfo *di;
+    struct MHD_OptionItem tls_opts[5];
+    size_t n_tls;
     int efd = -1;
     size_t i;
 
@@ -606,18 +734,39 @@ http_new(const struct http_conf *conf, char *err, size_t err_len)
             close(efd);
         goto fail;
     }
+    if (https_load(h, err, err_len) < 0)
+        goto fail;
+    n_tls = 0;
+    if (h->tls_cert_pem != NULL) {
+        /* libmicrohttpd's TLS is GnuTLS (docs/security.md 2.4). */
+        tls_opts[n_tls++] = (struct MHD_OptionItem){
+            MHD_OPTION_HTTPS_MEM_CERT, 0, h->tls_cert_pem};
+        tls_opts[n_tls++] = (struct MHD_OptionItem){
+            MHD_OPTION_HTTPS_MEM_KEY, 0, h->tls_key_pem};
+        tls_opts[n_tls++] = (struct MHD_OptionItem){
+            MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)HTTP_TLS_PRIORITIES};
+        if (h->tls_ca_pem != NULL)
+            tls_opts[n_tls++] = (struct MHD_OptionItem){
+                MHD_OPTION_HTTPS_MEM_TRUST, 0, h->tls_ca_pem};
+    }
+    tls_opts[n_tls] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     /* External epoll mode: no thread of MHD's own, suspend/resume for
      * /write (which also gives MHD an eventfd of its own for resumes). */
     h->mhd = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0,
-        NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, h->listen_fd,
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+            (h->tls_cert_pem != NULL ? MHD_USE_TLS : 0),
+        0, NULL, NULL, on_request, h, MHD_OPTION_ARRAY, tls_opts,
+        MHD_OPTION_LISTEN_SOCKET, h->listen_fd,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNS,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_END);
     if (h->mhd == NULL) {
-        snprintf(err, err_len, "libmicrohttpd: cannot start the daemon");
+        snprintf(err, err_len, "libmicrohttpd: cannot start the daemon%s",
+                 h->tls_cert_pem != NULL
+                     ? " (GnuTLS refused the certificate or key?)"
+                     : "");
         goto fail;
     }
     h->listen_fd = -1; /* the daemon's now: MHD_stop_daemon closes it */
@@ -703,6 +852,7 @@ http_free(struct http *h)
         close(h->wake.fd);
     loop_free(h->loop);
     free(h->etags);
+    https_free(h);
     pthread_mutex_destroy(&h->done_mu);
     free(h);
 }

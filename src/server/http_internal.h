@@ -37,6 +37,7 @@
 #include "server/logfile.h"
 #include "server/loop.h"
 #include "util/list.h"
+#include "util/log.h"
 #include "util/net.h"
 
 /* Batches the HTTP thread owns: one filling, the rest at the writer. */
@@ -151,6 +152,13 @@ struct http {
     struct logfile_stamp stamp;
     struct list reqs;
     struct list waiting;
+
+    /* HTTPS (--tls-cert): the PEM files, which libmicrohttpd takes from
+     * memory; the key is wiped before it is freed. */
+    char *tls_cert_pem, *tls_key_pem, *tls_ca_pem;
+    size_t tls_key_len;
+    bool tls_verify;        /* --tls-ca: a verified client certificate */
+    struct log_ratelimit tls_rl; /* refused client certificates */
 
     struct http_req other_req; /* marks requests other than /write */
     uint64_t *etags;        /* per asset */

@@ -28,6 +28,7 @@
 #include "server/writer.h"
 #include "util/log.h"
 #include "util/net.h"
+#include "util/tls.h"
 
 #define LISTEN_BACKLOG 65535
 /* File descriptors kept for listeners, the database, log.txt, eventfds. */
@@ -145,6 +146,7 @@ main(int argc, char **argv)
     struct store *st = NULL;
     struct logfile *lf = NULL;
     struct auth *auth = NULL;
+    struct tls_ctx *tls = NULL;
     struct net_addr addrs[CONFIG_MAX_LISTEN];
     struct net_addr http_addr;  /* HTTP API hook */
     struct http *http = NULL;
@@ -183,7 +185,19 @@ main(int argc, char **argv)
         config_free(&cf);
         return 2;
     }
+    /* TLS: loaded once, before anything else starts, so that -t checks
+     * the files too and a bad one stops the start with exit status 2. */
+    if (cf.tls_cert != NULL) {
+        tls = tls_ctx_server(cf.tls_cert, cf.tls_key, cf.tls_ca, err,
+                             sizeof(err));
+        if (tls == NULL) {
+            fprintf(stderr, "sensornet-server: TLS: %s\n", err);
+            config_free(&cf);
+            return 2;
+        }
+    }
     if (cf.check_only) {
+        tls_ctx_free(tls);
         printf("sensornet-server: configuration ok\n");
         config_free(&cf);
         return 0;
@@ -225,7 +239,7 @@ main(int argc, char **argv)
     workers = calloc((size_t)n_threads, sizeof(*workers));
     if (workers == NULL)
         goto out;
-    sh = (struct worker_shared){.conf = &cf};
+    sh = (struct worker_shared){.conf = &cf, .tls = tls};
     atomic_init(&sh.n_conns, 0);
     presence = presence_new(0); /* HTTP API hook */
     if (presence == NULL)
@@ -324,11 +338,16 @@ main(int argc, char **argv)
                     strerror(-rc));
             goto stop;
         }
-        log_info("HTTP API and dashboard on http://%s/", cf.http);
+        log_info("HTTP API and dashboard on %s://%s/",
+                 tls != NULL ? "https" : "http", cf.http);
     }
-    log_info("listening on %s (and %zu more), %d threads, at most %llu "
+    log_info("listening on %s (and %zu more)%s, %d threads, at most %llu "
              "connections, store %s, fsync %s",
-             cf.listen[0], cf.n_listen - 1, n_threads,
+             cf.listen[0], cf.n_listen - 1,
+             tls == NULL          ? ""
+             : cf.tls_ca != NULL  ? " with TLS, client certificates required"
+                                  : " with TLS",
+             n_threads,
              (unsigned long long)cf.max_conns,
              cf.postgres != NULL  ? "postgresql"
              : cf.db_path != NULL ? "sqlite"
@@ -385,6 +404,7 @@ out:
     writer_free(wr);
     presence_free(presence);
     auth_free(auth);
+    tls_ctx_free(tls); /* after the workers, whose sessions used it */
     store_close(st);
     logfile_close(lf);
     config_free(&cf);

@@ -27,6 +27,7 @@
 #define ACCEPT_BUDGET 64
 #define MAX_EVENTS 256
 #define SERVER_FULL "ERR server full\n"
+#define MQTT_BACKLOG 65535
 
 static void
 wake(struct worker *w)
@@ -137,6 +138,7 @@ on_wake(struct loop_io *io, uint32_t events)
         batch_returned(w, list);
     }
     unthrottle(w);
+    conn_mqtt_evicted(w);
 }
 
 /* ---- log.txt events ----------------------------------------------------- */
@@ -239,6 +241,10 @@ on_accept(struct loop_io *io, uint32_t events)
         }
         list_add_tail(&w->conns, &c->l_all);
         list_add_tail(&w->idle, &c->l_idle);
+        if (c->tls != NULL) /* HANDSHAKE first (worker_internal.h) */
+            list_add_tail(&w->handshaking, &c->l_hs);
+        if (io == w->mqtt_listener && conn_mqtt_start(c) < 0)
+            conn_close_later(c, "out of memory");
         w->n_conns++;
         now_open = atomic_fetch_add(&w->sh->n_conns, 1) + 1;
         atomic_fetch_add_explicit(&w->stats.conns_total, 1,
@@ -285,6 +291,29 @@ age_check(struct worker *w)
     return next;
 }
 
+/* TLS handshakes still under way CONN_TLS_HANDSHAKE_MS after accept (or
+ * --idle-timeout, if shorter) are closed; w->handshaking is in accept
+ * order, so only its head is looked at. Returns the next deadline. */
+static int64_t
+handshake_timers(struct worker *w)
+{
+    int64_t limit = CONN_TLS_HANDSHAKE_MS;
+    struct conn *c;
+
+    if (w->conf->idle_timeout_ms < limit)
+        limit = w->conf->idle_timeout_ms;
+    while (!list_empty(&w->handshaking)) {
+        c = list_entry(w->handshaking.next, struct conn, l_hs);
+        if (c->accepted_ms + limit > w->now_ms)
+            return c->accepted_ms + limit;
+        list_del(&c->l_hs);
+        log_debug("%s: TLS handshake not done within %lld ms", c->peer,
+                  (long long)limit);
+        conn_close_later(c, "TLS handshake timeout");
+    }
+    return w->now_ms + 1000;
+}
+
 static int64_t
 run_timers(struct worker *w)
 {
@@ -318,6 +347,8 @@ run_timers(struct worker *w)
         }
         conn_silence_expired(c);
     }
+    next = min_deadline(next, conn_mqtt_timers(w));
+    next = min_deadline(next, handshake_timers(w));
     if (cf->max_conn_age_ms > 0)
         next = min_deadline(next, age_check(w));
     while (!list_empty(&w->draining_list)) {
@@ -425,6 +456,43 @@ worker_tick(void *arg)
 
 /* ---- life cycle --------------------------------------------------------- */
 
+static void
+wake_cb(void *arg)
+{
+    wake(arg);
+}
+
+/* The --mqtt-listen listener: SO_REUSEPORT, one per worker like the
+ * sensor port's, bound here because it is an MQTT-only port that main
+ * knows nothing about. 0, or -1 with err set. */
+static int
+mqtt_listen(struct worker *w, char *err, size_t err_len)
+{
+    struct loop_io *io = &w->listeners[w->n_listeners];
+    struct net_addr addr;
+    char why[CONFIG_ERR_LEN];
+    int fd;
+
+    if (net_parse_hostport(w->conf->mqtt_listen, false, &addr, why,
+                           sizeof(why)) < 0) {
+        snprintf(err, err_len, "--mqtt-listen %s", why);
+        return -1;
+    }
+    fd = net_listen(&addr, true, MQTT_BACKLOG, why, sizeof(why));
+    if (fd < 0) {
+        snprintf(err, err_len, "--mqtt-listen: %s", why);
+        return -1;
+    }
+    io->fd = fd;
+    w->n_listeners++;
+    if (loop_add(w->loop, io, fd, EPOLLIN, on_accept, w) < 0) {
+        snprintf(err, err_len, "epoll: %s", strerror(errno));
+        return -1;
+    }
+    w->mqtt_listener = io;
+    return 0;
+}
+
 struct worker *
 worker_new(struct worker_shared *sh, int id, const int *fds, size_t n,
            char *err, size_t err_len)
@@ -447,6 +515,7 @@ worker_new(struct worker_shared *sh, int id, const int *fds, size_t n,
     list_init(&w->flush);
     list_init(&w->throttled);
     list_init(&w->closing);
+    list_init(&w->handshaking);
     logfile_stamp_init(&w->stamp, sh->conf->log_utc);
     w->gmap.prefix = sh->conf->graphite_prefix;
     w->gmap.sensor_parts = (unsigned)sh->conf->graphite_sensor_parts;
@@ -455,10 +524,19 @@ worker_new(struct worker_shared *sh, int id, const int *fds, size_t n,
     for (i = 0; i < n; i++)
         w->listeners[i].fd = fds[i];
     w->n_listeners = n;
+    list_init(&w->mqtt_ka);
+    w->mbox.wake = wake_cb;
+    w->mbox.wake_arg = w;
+    if (sh->mqtt_sessions == NULL)
+        sh->mqtt_sessions = mqtt_sessions_new();
+    else
+        mqtt_sessions_ref(sh->mqtt_sessions);
+    w->sessions = sh->mqtt_sessions;
     w->pl = malloc(sizeof(*w->pl));
     w->rbuf = malloc(WORKER_RBUF);
     w->loop = loop_new(MAX_EVENTS, worker_tick, w);
-    if (w->pl == NULL || w->rbuf == NULL || w->loop == NULL)
+    if (w->pl == NULL || w->rbuf == NULL || w->loop == NULL ||
+        w->sessions == NULL)
         goto nomem;
     /* Per reading about 100 bytes of log.txt on average, budgeted 160;
      * plus room for one worst-case line and the connection events. */
@@ -491,6 +569,8 @@ worker_new(struct worker_shared *sh, int id, const int *fds, size_t n,
             goto fail;
         }
     }
+    if (sh->conf->mqtt_listen != NULL && mqtt_listen(w, err, err_len) < 0)
+        goto fail;
     return w;
 nomem:
     snprintf(err, err_len, "out of memory");
@@ -563,6 +643,8 @@ worker_free(struct worker *w)
         close(w->wake.fd);
     for (i = 0; i < WORKER_BATCHES; i++)
         batch_free(w->all_batches[i]);
+    if (w->sessions != NULL && mqtt_sessions_unref(w->sessions))
+        w->sh->mqtt_sessions = NULL;
     loop_free(w->loop);
     free(w->pl);
     free(w->rbuf);

@@ -38,6 +38,8 @@ struct worker_stats {
 
 /* State shared by all workers; owned by main. */
 struct auth;
+struct mqtt_sessions;
+struct tls_ctx;
 
 struct worker_shared {
     const struct server_conf *conf;
@@ -46,6 +48,13 @@ struct worker_shared {
     const struct auth *auth;      /* --tokens, or NULL: open */
     int http_port;                /* 0: HTTP off (for the sensor-port hint) */
     struct presence *presence;    /* HTTP API hook: who is connected now */
+    /* MQTT client ids connected on any worker: made by the first
+     * worker_new, freed with the last worker_free (NULL in main's
+     * initializer). */
+    struct mqtt_sessions *mqtt_sessions;
+    /* --tls-cert: every listener of every worker speaks TLS with this
+     * context (read-only once loaded); NULL: plain TCP. */
+    struct tls_ctx *tls;
 };
 
 struct worker;

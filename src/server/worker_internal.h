@@ -1,7 +1,7 @@
 /*
- * worker_internal: the structs that worker.c (threads, batches, timers) and
- * conn.c (one connection's bytes, lines and replies) share. Only those two
- * files include it.
+ * worker_internal: the structs that worker.c (threads, batches, timers),
+ * conn.c (one connection's bytes, lines and replies) and conn_mqtt.c (the
+ * same for MQTT packets) share. Only those three files include it.
  *
  * Connection states:
  *
@@ -27,6 +27,22 @@
  *
  * Errors, limits, idle timeout and HTTP on the sensor port go straight to
  * CLOSING from READING or DRAINING.
+ *
+ * On a TLS port (--tls-cert) a connection starts in HANDSHAKE (c->tls set,
+ * not yet established; on w->handshaking): conn_handshake() advances it
+ * on every event and moves it to READING when done, or to CLOSING when it
+ * fails, when the peer sent plain text (answered "ERR tls required"), or
+ * after CONN_TLS_HANDSHAKE_MS (run_timers). Above that the byte I/O goes
+ * through conn_recv()/conn_send(), so lines, MQTT and replies do not know
+ * whether TLS is there.
+ *
+ * MQTT connections (conn_mqtt.c; c->mq set) follow the same diagram with
+ * packets instead of lines. Two additions: THROTTLED is also entered when
+ * --mqtt-max-inflight PUBACKs are pending (then the connection is not on
+ * w->throttled; conn_mqtt_ack puts it there once acks free room), and
+ * DISCONNECT goes to DRAINING like an EOF. A connection taken over by a
+ * newer CONNECT with its client id goes to CLOSING in its own worker's
+ * thread (conn_mqtt_evicted).
  * SPDX-License-Identifier: MIT
  */
 #ifndef SN_WORKER_INTERNAL_H
@@ -37,6 +53,7 @@
 #include <stdint.h>
 
 #include "proto/proto.h"
+#include "server/mqtt_sessions.h"
 #include "server/batch.h"
 #include "server/logfile.h"
 #include "server/loop.h"
@@ -57,6 +74,9 @@
 #define CONN_OUT_MAX (64 * 1024)
 /* How long a draining connection may take to read its last replies. */
 #define CONN_LINGER_MS 10000
+/* How long a TLS handshake may take from accept (or --idle-timeout if
+ * shorter): a peer that stalls it holds a connection and an SSL object. */
+#define CONN_TLS_HANDSHAKE_MS 10000
 /* Longest HTTP request head read on the sensor port. */
 #define CONN_HTTP_MAX 8192
 /* log.txt bytes budgeted per reading line and kept free for connection
@@ -73,9 +93,13 @@ enum conn_flags {
     CONN_F_CLOSED = 1u << 5,    /* fd closed; freed when refs == 0 */
     CONN_F_HTTP = 1u << 6,      /* first line was an HTTP request */
     CONN_F_EOF = 1u << 7,       /* peer sent FIN */
+    CONN_F_KEEPALIVE = 1u << 8, /* MQTT keep alive: on w->mqtt_ka, not
+                                 * w->idle */
 };
 
 struct worker;
+struct conn_mqtt;
+struct tls;
 
 struct conn {
     struct loop_io io;
@@ -99,6 +123,8 @@ struct conn {
     struct presence_entry *pres; /* HTTP API hook: sensor it sent last */
     char *auth_sensor;       /* --tokens: the sensor it proved to be */
     size_t auth_len;
+    struct conn_mqtt *mq;    /* MQTT state, only on MQTT connections */
+    struct tls *tls;         /* TLS ports: the session; NULL: plain TCP */
 
     uint64_t n_lines;        /* non-blank lines received (line numbers) */
     uint64_t n_accepted;     /* lines accepted */
@@ -117,6 +143,7 @@ struct conn {
     struct list l_flush;     /* w->flush */
     struct list l_throttle;  /* w->throttled */
     struct list l_close;     /* w->closing */
+    struct list l_hs;        /* w->handshaking (TLS, accept order) */
 };
 
 struct worker {
@@ -127,8 +154,9 @@ struct worker {
     bool started;
     struct loop *loop;
 
-    struct loop_io listeners[CONFIG_MAX_LISTEN];
+    struct loop_io listeners[CONFIG_MAX_LISTEN + 1]; /* + --mqtt-listen */
     size_t n_listeners;
+    struct loop_io *mqtt_listener; /* in listeners[], or NULL */
     struct loop_io wake;     /* eventfd: writer progress and stop */
     atomic_bool stop_requested;
     bool draining;
@@ -146,6 +174,15 @@ struct worker {
     struct list conns, idle, draining_list, silence, flush, throttled,
         closing;
     size_t n_conns;
+
+    /* MQTT (conn_mqtt.c) */
+    struct list mqtt_ka;     /* connections with a keep alive (l_idle) */
+    int64_t mqtt_ka_next_ms; /* no keep alive expires before */
+    struct mqtt_sessions *sessions; /* shared; one reference per worker */
+    struct mqtt_mailbox mbox;       /* sessions other CONNECTs took over */
+    struct log_ratelimit mqtt_rl;   /* protocol violations */
+    struct list handshaking; /* TLS handshakes under way (l_hs) */
+    struct log_ratelimit tls_rl;    /* handshake failures, plain text */
 
     struct proto_line *pl;   /* parse scratch */
     struct proto_graphite_map gmap;
@@ -179,6 +216,36 @@ void conn_ack(struct conn *c, uint64_t n_accepted, uint32_t n_orig);
 /* Drop one batch reference; frees a closed conn at zero. */
 void conn_unref(struct conn *c);
 void conn_free(struct conn *c);
+
+/* Shared with conn_mqtt.c. */
+/* Queue (p, n) (borrowed) as reply bytes; closes the connection if it has
+ * left too much unread. */
+void conn_out(struct conn *c, const void *p, size_t n);
+/* Store the readings of one accepted message (line or PUBLISH): count it,
+ * add them and their log.txt lines to the current batch (room checked by
+ * the caller with worker_batch_room) and ask for its acknowledgement. */
+void conn_accept_line(struct conn *c, const struct proto_line *pl);
+/* No batch room: stop reading, resume from w->throttled (unthrottle). */
+void conn_throttle(struct conn *c);
+
+/* conn_mqtt.c: MQTT 3.1.1 connections (docs/protocol.md 7) */
+/* Make c an MQTT connection (first byte 0x10 on the sensor port, or
+ * accepted on --mqtt-listen). 0 or -ENOMEM. */
+int conn_mqtt_start(struct conn *c);
+/* Handle the packets in (buf, len) (borrowed); returns the bytes used. It
+ * stops early with c THROTTLED when a batch or a PUBACK slot is missing;
+ * the rest waits in c->in. */
+size_t conn_mqtt_process(struct conn *c, const char *buf, size_t len);
+/* Committed up to n_accepted: send the PUBACKs that were waiting. */
+void conn_mqtt_ack(struct conn *c, uint64_t n_accepted);
+/* c is being closed (its worker's thread): leave the session registry. */
+void conn_mqtt_closed(struct conn *c);
+/* Free c's MQTT state (conn_free). */
+void conn_mqtt_free(struct conn *c);
+/* Close connections past their keep alive; returns the next deadline. */
+int64_t conn_mqtt_timers(struct worker *w);
+/* Close the connections that newer CONNECTs took over (on wakeup). */
+void conn_mqtt_evicted(struct worker *w);
 
 /* worker.c, for conn.c */
 /* Make cur have room for n readings and log_bytes; false if no batch is

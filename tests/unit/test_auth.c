@@ -199,6 +199,9 @@ test_reload(void **state)
 
     /* Reloads racing with checks (ThreadSanitizer-free, but ASan sees any
      * use of a freed table). */
+    write_str("Sensor1 " TOK1 "\n", 0600); /* Sensor2 TOK3 goes */
+    assert_int_equal(auth_reload(a, g_path, err, sizeof(err)), 0);
+    unlink(g_path);
     r.a = a;
     r.rounds = 2000;
     assert_int_equal(pthread_create(&t, NULL, check_loop, &r), 0);

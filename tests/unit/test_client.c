@@ -457,6 +457,37 @@ test_reply_unknown(void **state)
     assert_int_equal(r.type, WIRE_R_UNKNOWN);
 }
 
+/* The answers to AUTH (docs/protocol.md 8), and the line itself. */
+static void
+test_reply_auth(void **state)
+{
+    struct wire_reply r;
+    size_t used;
+    char buf[64];
+
+    (void)state;
+    assert_int_equal(parse("AUTH OK\n", &r, &used), WIRE_OK);
+    assert_int_equal(r.type, WIRE_R_AUTH_OK);
+    assert_int_equal(parse("AUTH ERR bad credentials\r\n", &r, &used),
+                     WIRE_OK);
+    assert_int_equal(r.type, WIRE_R_AUTH_ERR);
+    assert_int_equal(r.reason_len, 15);
+    assert_memory_equal(r.reason, "bad credentials", 15);
+    assert_int_equal(parse("AUTH ERR\n", &r, &used), WIRE_OK);
+    assert_int_equal(r.type, WIRE_R_AUTH_ERR);
+    assert_int_equal(r.reason_len, 0);
+    assert_int_equal(parse("AUTH OKAY\n", &r, &used), WIRE_OK);
+    assert_int_equal(r.type, WIRE_R_UNKNOWN);
+    assert_int_equal(parse("AUTH ERRX\n", &r, &used), WIRE_OK);
+    assert_int_equal(r.type, WIRE_R_UNKNOWN);
+    assert_int_equal(wire_format_auth("S-1", "0123456789abcdef", buf,
+                                      sizeof(buf)),
+                     26);
+    assert_string_equal(buf, "AUTH S-1 0123456789abcdef\n");
+    assert_int_equal(wire_format_auth("S-1", "0123456789abcdef", buf, 26),
+                     0); /* no room for the NUL */
+}
+
 static void
 test_reply_too_long(void **state)
 {
@@ -1551,6 +1582,7 @@ main(void)
         cmocka_unit_test(test_reply_ok),
         cmocka_unit_test(test_reply_err),
         cmocka_unit_test(test_reply_original),
+        cmocka_unit_test(test_reply_auth),
         cmocka_unit_test(test_reply_partial_and_blank),
         cmocka_unit_test(test_reply_unknown),
         cmocka_unit_test(test_reply_too_long),
