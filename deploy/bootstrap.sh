@@ -18,6 +18,14 @@
 #   deploy/bootstrap.sh --stop --root DIR        stop what --no-systemd started
 #   deploy/bootstrap.sh --refresh-pgpass         re-read the database secret
 #
+# Tokens (--token-secret ARN or --token-secret-file FILE): a sensor's token
+# is the hex HMAC-SHA256 of its id under the master secret. The server
+# writes the tokens file (sha256: entries) for --token-sensor ids; a client
+# computes the token of its own id(s). TLS (--tls auto): the server makes a
+# private CA and a certificate for its addresses on the first run (kept on
+# later runs) and can publish the CA certificate to an SSM parameter; a
+# client takes the CA from that parameter or a file and verifies the server.
+#
 # Running it again is safe: the same artifact is not unpacked twice, make
 # rebuilds nothing, the files are rewritten and the service restarted.
 # SPDX-License-Identifier: MIT
@@ -62,12 +70,31 @@ Server:
   --pg-db NAME           sensornet-pgpass.timer re-reads it (rotation)
   --pg-sslmode MODE      libpq sslmode (default require: RDS has TLS)
   --server-opt KEY=VALUE one more configuration file line (repeatable)
+  --token-sensor ID[,N]  with tokens: let in sensor ID (with N: the ids
+                         ID-1 .. ID-N, as sensornet-client --sensors N names
+                         them); repeatable
+  --tls-san NAME         --tls auto: one more DNS name or IP address in the
+                         server certificate (repeatable; its addresses and
+                         host name are always in)
+  --tls-publish-ssm NAME --tls auto: put the CA certificate (public) in this
+                         SSM parameter
 Client:
   --server HOST:PORT     collector (default 10.0.1.10:5000)
   --kind KIND            temperature or humidity (default temperature)
   --sensors N            simulated sensors in one process (default 1)
   --name NAME            instance name (default: KIND, or "load" if N > 1)
   --client-arg ARG       one more sensornet-client argument (repeatable)
+  --tls-ca-ssm NAME      --tls auto: wait (bounded) until this SSM parameter
+                         holds the CA certificate, then trust it
+  --tls-ca-file FILE     --tls auto: trust this CA certificate (no AWS)
+                         (neither: the system's CA store)
+  --tls-server-name NAME the name to check in the server certificate
+Tokens and TLS (both roles; an empty value means off):
+  --token-secret ARN     master secret of the tokens, from Secrets Manager
+  --token-secret-file F  the same from a file (no AWS)
+  --tls off|auto         server: generate a CA and a certificate (first run)
+                         and speak only TLS; client: connect with TLS
+                         (default off)
 AWS:
   --region REGION        for the AWS CLI calls
   --cfn-signal STACK:LOGICAL_ID   signal this resource's CreationPolicy with
@@ -86,6 +113,8 @@ pg_secret='' pg_host='' pg_port=5432 pg_db=sensornet pg_sslmode=require
 server_opts=()
 server=10.0.1.10:5000 kind=temperature sensors=1 name='' client_args=()
 region='' cfn_signal='' ssm_agent_url=''
+token_secret='' token_secret_file='' token_sensors=() tls=off tls_sans=()
+tls_publish_ssm='' tls_ca_ssm='' tls_ca_file='' tls_server_name=''
 
 need_arg() { [ $# -ge 2 ] || die "$1 needs a value"; }
 while [ $# -gt 0 ]; do
@@ -120,6 +149,15 @@ while [ $# -gt 0 ]; do
     --region) need_arg "$@"; region=$2; shift ;;
     --cfn-signal) need_arg "$@"; cfn_signal=$2; shift ;;
     --ssm-agent-url) need_arg "$@"; ssm_agent_url=$2; shift ;;
+    --token-secret) need_arg "$@"; token_secret=$2; shift ;;
+    --token-secret-file) need_arg "$@"; token_secret_file=$2; shift ;;
+    --token-sensor) need_arg "$@"; token_sensors+=("$2"); shift ;;
+    --tls) need_arg "$@"; tls=${2:-off}; shift ;;
+    --tls-san) need_arg "$@"; tls_sans+=("$2"); shift ;;
+    --tls-publish-ssm) need_arg "$@"; tls_publish_ssm=$2; shift ;;
+    --tls-ca-ssm) need_arg "$@"; tls_ca_ssm=$2; shift ;;
+    --tls-ca-file) need_arg "$@"; tls_ca_file=$2; shift ;;
+    --tls-server-name) need_arg "$@"; tls_server_name=$2; shift ;;
     --stop) action=stop ;;
     --refresh-pgpass) action=refresh-pgpass ;;
     -h | --help) usage ;;
@@ -140,6 +178,8 @@ log_dir=$root/var/log/sensornet
 run_dir=$root/run/sensornet
 unit_dir=/etc/systemd/system
 server_conf=$etc_dir/sensornet-server.conf
+tokens_file=$etc_dir/tokens
+tls_dir=$etc_dir/tls
 pgpass_conf=$etc_dir/pgpass.conf
 [ -n "$work_dir" ] || work_dir=$prefix/src/sensornet
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -256,6 +296,230 @@ refresh_pgpass() {
     say "refreshed $etc_dir/pgpass"
 }
 
+# ---- tokens: HMAC-SHA256(master secret, sensor id), in hex -------------
+tokens_on() { [ -n "$token_secret" ] || [ -n "$token_secret_file" ]; }
+tls_on() { [ "$tls" != off ]; }
+
+master_secret() { # prints the master secret of the tokens
+    if [ -n "$token_secret_file" ]; then
+        [ -r "$token_secret_file" ] ||
+            die "--token-secret-file: cannot read $token_secret_file"
+        cat "$token_secret_file"
+    else
+        need_aws
+        aws secretsmanager get-secret-value ${region:+--region "$region"} \
+            --secret-id "$token_secret" --query SecretString --output text
+    fi
+}
+
+# sensor_tokens plain|hash ID...: "<id> <token>" or "<id> sha256:<hex>"
+# lines, the master secret on stdin (never in an argument list, which
+# other users may see in /proc).
+sensor_tokens() {
+    python3 -c '
+import hashlib, hmac, sys
+mode, ids = sys.argv[1], sys.argv[2:]
+key = sys.stdin.read().rstrip("\r\n").encode()
+if not key:
+    sys.exit("bootstrap: the master secret of the tokens is empty")
+for i in ids:
+    t = hmac.new(key, i.encode(), hashlib.sha256).hexdigest()
+    if mode == "hash":
+        t = "sha256:" + hashlib.sha256(t.encode()).hexdigest()
+    print(i, t)
+' "$@"
+}
+
+expand_ids() { # ID N: the ids of sensornet-client --id ID --sensors N
+    local i
+    if [ "$2" -le 1 ]; then
+        echo "$1"
+    else
+        for ((i = 1; i <= $2; i++)); do echo "$1-$i"; done
+    fi
+}
+
+token_ids() { # the server's sensors, from --token-sensor ID[,N]
+    local spec n
+    for spec in "${token_sensors[@]}"; do
+        case "$spec" in
+        *,*)
+            n=${spec##*,}
+            case "$n" in '' | *[!0-9]*) die "--token-sensor $spec: N" ;; esac
+            expand_ids "${spec%,*}" "$n"
+            ;;
+        '') ;;
+        *) echo "$spec" ;;
+        esac
+    done
+}
+
+client_ids() { # the ids this client sends as
+    local id='' i
+    for ((i = 0; i < ${#client_args[@]}; i++)); do
+        case "${client_args[i]}" in
+        --id | -i) id=${client_args[i + 1]:-} ;;
+        --id=*) id=${client_args[i]#--id=} ;;
+        esac
+    done
+    if [ -z "$id" ]; then
+        case "$kind" in temperature) id=Sensor1 ;; *) id=Sensor2 ;; esac
+    fi
+    expand_ids "$id" "$sensors"
+}
+
+write_tokens_file() { # the server's tokens file: hashes only
+    local ids=() id
+    while IFS= read -r id; do ids+=("$id"); done < <(token_ids)
+    [ ${#ids[@]} -gt 0 ] ||
+        say "warning: tokens on, but no --token-sensor: no sensor gets in"
+    {
+        echo "# Written by deploy/bootstrap.sh: for each sensor, the SHA-256"
+        echo "# of its token, HMAC-SHA256(master secret, sensor id) in hex."
+        master_secret | sensor_tokens hash "${ids[@]}"
+    } >"$tokens_file.tmp"
+    chmod 0640 "$tokens_file.tmp"
+    if is_root; then chown "root:$(id -gn "$user")" "$tokens_file.tmp"; fi
+    mv "$tokens_file.tmp" "$tokens_file"
+    say "tokens file: ${#ids[@]} sensors in $tokens_file"
+}
+
+client_token_file() { # where the client reads its token(s)
+    if [ "$use_systemd" = yes ]; then
+        echo "/run/credentials/sensornet-client@$name.service/token"
+    else
+        echo "$etc_dir/client-$name.token"
+    fi
+}
+
+write_client_token() { # the token, or "<id> <token>" lines for --sensors
+    local f=$etc_dir/client-$name.token ids=() id
+    while IFS= read -r id; do ids+=("$id"); done < <(client_ids)
+    (
+        umask 077
+        if [ "${#ids[@]}" -eq 1 ]; then
+            master_secret | sensor_tokens plain "${ids[0]}" |
+                cut -d' ' -f2 >"$f.tmp"
+        else
+            master_secret | sensor_tokens plain "${ids[@]}" >"$f.tmp"
+        fi
+    )
+    # Under systemd, LoadCredential= hands it to the DynamicUser.
+    if [ "$use_systemd" = no ] && is_root; then chown "$user:" "$f.tmp"; fi
+    mv "$f.tmp" "$f"
+    say "token of ${ids[0]}${ids[1]:+ .. ${ids[-1]}} in $f"
+}
+
+# ---- TLS: a private CA and the server's certificate --------------------
+imds_public_ip() { # on EC2 (IMDSv2): the public address, if any
+    local t
+    [ -n "$region" ] && command -v curl >/dev/null 2>&1 || return 0
+    t=$(curl -sf --connect-timeout 1 --max-time 2 -X PUT \
+        -H "X-aws-ec2-metadata-token-ttl-seconds: 60" \
+        http://169.254.169.254/latest/api/token) || return 0
+    curl -sf --connect-timeout 1 --max-time 2 \
+        -H "X-aws-ec2-metadata-token: $t" \
+        http://169.254.169.254/latest/meta-data/public-ipv4 || true
+}
+
+server_sans() { # subjectAltName of the server certificate, sorted
+    local a h names=(DNS:localhost IP:127.0.0.1)
+    # shellcheck disable=SC2046 # hostname -I: blank-separated addresses
+    for a in $(hostname -I 2>/dev/null) $(imds_public_ip) "${listen%:*}" \
+        "${tls_sans[@]}"; do
+        a=${a#[}
+        a=${a%]}
+        case "$a" in
+        '' | 0.0.0.0 | '*' | ::) ;;
+        *:*) names+=("IP:$a") ;;
+        *[!0-9.]*) names+=("DNS:$a") ;;
+        *) names+=("IP:$a") ;;
+        esac
+    done
+    for h in "$(hostname -f 2>/dev/null || true)" "$(hostname)"; do
+        case "$h" in '' | localhost) ;; *) names+=("DNS:$h") ;; esac
+    done
+    printf '%s\n' "${names[@]}" | sort -u | paste -sd, -
+}
+
+make_tls() { # first run: a CA; every run: a valid server certificate
+    local ca_key=$tls_dir/ca.key ca_crt=$tls_dir/ca.crt
+    local key=$tls_dir/server.key crt=$tls_dir/server.crt san
+    command -v openssl >/dev/null 2>&1 || apt_install openssl
+    install -d -m 0755 "$tls_dir"
+    if [ ! -s "$ca_key" ] || [ ! -s "$ca_crt" ]; then
+        say "TLS: generating a private CA in $tls_dir"
+        (umask 077 && openssl genpkey -algorithm EC \
+            -pkeyopt ec_paramgen_curve:P-256 -out "$ca_key.tmp")
+        openssl req -x509 -new -key "$ca_key.tmp" -sha256 -days 3650 \
+            -subj "/CN=sensornet CA $(hostname)" \
+            -addext basicConstraints=critical,CA:TRUE \
+            -addext keyUsage=critical,keyCertSign,cRLSign -out "$ca_crt.tmp"
+        mv "$ca_key.tmp" "$ca_key"
+        mv "$ca_crt.tmp" "$ca_crt"
+        rm -f "$crt"
+    fi
+    san=$(server_sans)
+    if [ -s "$key" ] && [ -s "$crt" ] &&
+        [ "$(cat "$tls_dir/server.san" 2>/dev/null)" = "$san" ] &&
+        openssl verify -CAfile "$ca_crt" "$crt" >/dev/null 2>&1 &&
+        openssl x509 -in "$crt" -noout -checkend 2592000 >/dev/null; then
+        say "TLS: keeping $crt"
+    else
+        say "TLS: issuing $crt for $san"
+        (umask 077 && openssl genpkey -algorithm EC \
+            -pkeyopt ec_paramgen_curve:P-256 -out "$key.tmp")
+        openssl req -new -key "$key.tmp" -subj "/CN=$(hostname)" \
+            -out "$tls_dir/server.csr"
+        openssl x509 -req -in "$tls_dir/server.csr" -CA "$ca_crt" \
+            -CAkey "$ca_key" -CAcreateserial -CAserial "$tls_dir/ca.srl" \
+            -days 825 -sha256 -out "$crt.tmp" -extfile <(printf '%s\n' \
+                "subjectAltName=$san" "extendedKeyUsage=serverAuth" \
+                "basicConstraints=critical,CA:FALSE" \
+                "keyUsage=critical,digitalSignature") 2>/dev/null
+        rm -f "$tls_dir/server.csr"
+        mv "$key.tmp" "$key"
+        mv "$crt.tmp" "$crt"
+        echo "$san" >"$tls_dir/server.san"
+    fi
+    chmod 0600 "$ca_key"
+    chmod 0644 "$ca_crt" "$crt"
+    chmod 0640 "$key"
+    if is_root; then chown "root:$(id -gn "$user")" "$key"; fi
+}
+
+publish_ca() { # the CA certificate (public) into the SSM parameter
+    need_aws
+    aws ssm put-parameter ${region:+--region "$region"} \
+        --name "$tls_publish_ssm" --type String --overwrite \
+        --value "file://$tls_dir/ca.crt" >/dev/null
+    say "published the CA certificate to SSM parameter $tls_publish_ssm"
+}
+
+fetch_ca() { # client: the CA certificate to trust, into etc/ca.crt
+    local f=$etc_dir/ca.crt v='' deadline=$((SECONDS + ready_timeout))
+    command -v openssl >/dev/null 2>&1 || apt_install openssl
+    if [ -n "$tls_ca_file" ]; then
+        cp "$tls_ca_file" "$f.tmp"
+    else
+        need_aws
+        say "waiting for the CA certificate in SSM parameter $tls_ca_ssm"
+        until v=$(aws ssm get-parameter ${region:+--region "$region"} \
+            --name "$tls_ca_ssm" --query Parameter.Value --output text \
+            2>/dev/null) && [[ "$v" == "-----BEGIN CERTIFICATE-----"* ]]; do
+            [ "$SECONDS" -lt "$deadline" ] ||
+                die "no CA certificate in $tls_ca_ssm after ${ready_timeout}s"
+            sleep 2
+        done
+        printf '%s\n' "$v" >"$f.tmp"
+    fi
+    openssl x509 -in "$f.tmp" -noout 2>/dev/null ||
+        die "the CA certificate is not a PEM certificate"
+    chmod 0644 "$f.tmp"
+    mv "$f.tmp" "$f"
+    say "TLS: trusting the CA in $f"
+}
+
 # ---- processes without systemd -----------------------------------------
 pid_alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
 
@@ -314,7 +578,11 @@ start_bg() { # name -- argv...: the systemd unit's command, in background
 
 # ---- what the role runs ------------------------------------------------
 server_supports() { # option name, from --help
-    "$prefix/bin/sensornet-server" --help 2>&1 | grep -Eq -- "^ +--$1( |$)"
+    local help
+    # Not piped into grep -q: with pipefail, the server's SIGPIPE once
+    # grep has seen enough would read as "not supported".
+    help=$("$prefix/bin/sensornet-server" --help 2>&1 || true)
+    grep -Eq -- "^ +--$1( |$)" <<<"$help"
 }
 
 write_server_conf() {
@@ -336,6 +604,13 @@ write_server_conf() {
         else
             echo "http off"
         fi
+        if tokens_on; then
+            echo "tokens $tokens_file"
+        fi
+        if tls_on; then
+            echo "tls-cert $tls_dir/server.crt"
+            echo "tls-key $tls_dir/server.key"
+        fi
         for kv in "${server_opts[@]}"; do
             line=${kv/=/ }
             echo "$line"
@@ -349,6 +624,18 @@ client_conf_line() {
     local args=(--server "$server" --kind "$kind") a
     if [ "$sensors" -gt 1 ]; then
         args+=(--sensors "$sensors" --quiet)
+    fi
+    if tls_on; then
+        args+=(--tls)
+        if [ -n "$tls_ca_ssm$tls_ca_file" ]; then
+            args+=(--tls-ca "$etc_dir/ca.crt")
+        fi
+        if [ -n "$tls_server_name" ]; then
+            args+=(--tls-server-name "$tls_server_name")
+        fi
+    fi
+    if tokens_on; then
+        args+=(--token-file "$(client_token_file)")
     fi
     args+=("${client_args[@]}")
     for a in "${args[@]}"; do
@@ -373,13 +660,17 @@ install_unit() { # file
 }
 
 # ---- readiness ---------------------------------------------------------
-probe_server() { # host port: PING answered with PONG?
-    local reply=
-    { exec 3<>"/dev/tcp/$1/$2"; } 2>/dev/null || return 1
-    printf 'PING\n' >&3 || { exec 3<&-; return 1; }
-    IFS= read -r -t 5 reply <&3 || true
-    exec 3<&-
-    [ "$reply" = PONG ]
+probe_server() { # host port [CA file]: PING answered with PONG?
+    python3 - "$@" 2>/dev/null <<'EOF'
+import socket, ssl, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.create_connection((host, port), timeout=5)
+if len(sys.argv) > 3:  # TLS, the certificate checked as a client would
+    ctx = ssl.create_default_context(cafile=sys.argv[3])
+    s = ctx.wrap_socket(s, server_hostname=host)
+s.sendall(b"PING\n")
+sys.exit(0 if s.makefile("rb").readline() == b"PONG\n" else 1)
+EOF
 }
 
 probe_addr() { # first --listen address, as something to connect to
@@ -416,7 +707,8 @@ server_ready() {
             die "sensornet-server exited; its last output follows"
     fi
     read -r -a hp <<<"$(probe_addr)"
-    probe_server "${hp[0]}" "${hp[1]}"
+    if tls_on; then hp+=("$tls_dir/ca.crt"); fi
+    probe_server "${hp[@]}"
 }
 
 client_output() {
@@ -483,6 +775,17 @@ client)
     ;;
 *) say "--role server or --role client"; usage ;;
 esac
+case "$tls" in
+off | '') tls=off ;;
+auto | on) tls=auto ;;
+*) die "--tls off|auto" ;;
+esac
+if [ -n "$tls_ca_ssm" ] && [ -n "$tls_ca_file" ]; then
+    die "--tls-ca-ssm or --tls-ca-file, not both"
+fi
+if [ -n "$token_secret" ] && [ -n "$token_secret_file" ]; then
+    die "--token-secret or --token-secret-file, not both"
+fi
 if [ -n "$cfn_signal" ]; then
     case "$cfn_signal" in
     *?:?*) ;;
@@ -602,6 +905,15 @@ EOF
         postgres+=" sslmode=$pg_sslmode connect_timeout=10"
         postgres+=" passfile=$etc_dir/pgpass"
     fi
+    if tokens_on; then
+        step="writing the tokens file"
+        write_tokens_file
+    fi
+    if tls_on; then
+        step="making the TLS certificate"
+        make_tls
+    fi
+    step="configuring"
     write_server_conf
     if [ -n "$pg_secret" ] && is_root; then
         # psql as the collector, for people: sensornet-psql -c '...'
@@ -617,6 +929,14 @@ EOF
     step="checking the server configuration"
     "$prefix/bin/sensornet-server" --config "$server_conf" --check-config
 else
+    if tls_on && [ -n "$tls_ca_ssm$tls_ca_file" ]; then
+        step="getting the CA certificate"
+        fetch_ca
+    fi
+    if tokens_on; then
+        step="computing the token"
+        write_client_token
+    fi
     client_conf_line >"$etc_dir/client-$name.conf"
 fi
 
@@ -653,6 +973,17 @@ EOF
             systemctl enable --now sensornet-pgpass.timer
         fi
     else
+        dropin=$unit_dir/sensornet-client@$name.service.d
+        if tokens_on; then
+            install -d -m 0755 "$dropin"
+            printf '%s\n' "# deploy/bootstrap.sh: the token, for the DynamicUser" \
+                "[Service]" \
+                "LoadCredential=token:$etc_dir/client-$name.token" \
+                >"$dropin/token.conf"
+        else
+            rm -f "$dropin/token.conf"
+        fi
+        systemctl daemon-reload
         systemctl enable "sensornet-client@$name.service"
         systemctl restart "sensornet-client@$name.service"
     fi
@@ -672,6 +1003,10 @@ fi
 if [ "$role" = server ]; then
     step="waiting for the server to answer PING"
     wait_ready sensornet-server server_ready
+    if tls_on && [ -n "$tls_publish_ssm" ]; then
+        step="publishing the CA certificate"
+        publish_ca
+    fi
 else
     step="waiting for the first acknowledgement from $server"
     wait_ready "sensornet-client@$name" client_ready

@@ -3,13 +3,17 @@
 own directories, run here or inside a testbed host.
 SPDX-License-Identifier: MIT
 """
+import hashlib
+import hmac
 import os
 import re
 import shlex
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -37,13 +41,88 @@ def shared_tmp(prefix="sn-deploy-"):
     return d
 
 
-def fake_aws_env(log, secret=None):
-    """The environment that puts tests/deploy/fake-aws/aws first."""
+def fake_aws_env(log, secret=None, aws_dir=None):
+    """The environment that puts tests/deploy/fake-aws/aws first. aws_dir
+    holds the fake's secrets (secret-<id>) and SSM parameters
+    (param-<name>)."""
     env = dict(os.environ, PATH=FAKE_AWS + ":" + os.environ["PATH"],
                FAKE_AWS_LOG=log)
     if secret is not None:
         env["FAKE_AWS_SECRET"] = secret
+    if aws_dir is not None:
+        env["FAKE_AWS_DIR"] = aws_dir
     return env
+
+
+def fake_key(name):
+    """A secret id or parameter name as the fake AWS CLI files it."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def sensor_token(master, sensor):
+    """A sensor's token: hex HMAC-SHA256(master secret, sensor id)."""
+    return hmac.new(master.encode(), sensor.encode(),
+                    hashlib.sha256).hexdigest()
+
+
+def set_arg(args, opt, value):
+    """args with the value of option opt replaced (or appended)."""
+    args = list(args)
+    if opt in args:
+        args[args.index(opt) + 1] = value
+    else:
+        args += [opt, value]
+    return args
+
+
+def tls_support(build):
+    """None when the built binaries do TLS and tokens as the deploy needs
+    (the server speaks TLS with --tls-cert/--tls-key, the client has
+    --tls, --tls-ca and --token-file), else why not."""
+    client = os.path.join(build, "sensornet-client")
+    server = os.path.join(build, "sensornet-server")
+    r = subprocess.run([client, "--help"], capture_output=True, text=True)
+    for opt in ("--tls", "--tls-ca", "--token-file"):
+        if not re.search(r"(^|\s)%s( |$)" % opt, r.stdout + r.stderr, re.M):
+            return "sensornet-client has no %s yet" % opt
+    d = tempfile.mkdtemp(prefix="sn-tlscheck-")
+    proc = None
+    try:
+        key, crt = os.path.join(d, "k.pem"), os.path.join(d, "c.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
+                        "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", key, "-out", crt, "-days", "2", "-subj",
+                        "/CN=localhost", "-addext",
+                        "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True)
+        port = free_port()
+        proc = subprocess.Popen(
+            [server, "--listen", "127.0.0.1:%d" % port, "--http", "off",
+             "--db", os.path.join(d, "db"), "--log",
+             os.path.join(d, "log.txt"), "--tls-cert", crt, "--tls-key",
+             key], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=d)
+        ctx = ssl.create_default_context(cafile=crt)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), 2) as s:
+                    with ctx.wrap_socket(s, server_hostname="127.0.0.1") \
+                            as t:
+                        t.sendall(b"PING\n")
+                        if t.makefile("rb").readline() == b"PONG\n":
+                            return None
+                        return "sensornet-server: no PONG over TLS"
+            except ConnectionRefusedError:
+                time.sleep(0.1)
+            except (ssl.SSLError, OSError) as e:
+                return "sensornet-server does not speak TLS yet (%s)" % e
+        return "sensornet-server did not start"
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def free_port(addr="127.0.0.1"):

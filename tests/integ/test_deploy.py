@@ -28,7 +28,8 @@ from pg import pg  # noqa: F401 (the fixture)
 sys.path.insert(0, os.path.join(ROOT, "tests", "deploy"))
 import cfn_check  # noqa: E402
 from deploylib import (BOOTSTRAP, FAKE_AWS, Host, fake_aws_env,  # noqa: E402
-                       make_dist, pid_alive, remove, shared_tmp)
+                       fake_key, make_dist, pid_alive, remove, sensor_token,
+                       shared_tmp, tls_support)
 
 AWS_DIR = os.path.join(ROOT, "deploy", "aws")
 TEMPLATES = ["infraestrutura.yaml", "scale.yaml"]
@@ -344,6 +345,27 @@ def test_original_topology(spec):
     assert "--role server" in ud["EC2Server"]
     assert "--server 10.0.1.10:5000 --kind temperature" in ud["EC2Client1"]
     assert "--server 10.0.1.10:5000 --kind humidity" in ud["EC2Client2"]
+    # TLS and tokens on by default (issue #8): the server makes the CA and
+    # publishes it, the sensors wait for it; everyone reads the master
+    # secret, the server lists both sensors.
+    assert p["EnableTls"]["Default"] == "true"
+    assert p["EnableTokens"]["Default"] == "true"
+    srv = ud["EC2Server"]
+    assert "--tls 'auto'" in srv
+    assert "--tls-publish-ssm 'X_CaCertParameter'" in srv
+    assert "--token-secret 'X_TokenSecret'" in srv
+    assert "--token-sensor Sensor1 --token-sensor Sensor2" in srv
+    for n in ("EC2Client1", "EC2Client2"):
+        assert "--tls 'auto' --tls-ca-ssm 'X_CaCertParameter'" in ud[n]
+        assert "--token-secret 'X_TokenSecret'" in ud[n]
+    sec = res["TokenSecret"]
+    assert sec["Type"] == "AWS::SecretsManager::Secret"
+    assert sec["Condition"] == "TokensOn"
+    assert sec["Properties"]["GenerateSecretString"]["PasswordLength"] >= 32
+    par = res["CaCertParameter"]
+    assert par["Type"] == "AWS::SSM::Parameter"
+    assert par["Condition"] == "TlsOn"
+    assert par["Properties"]["Value"] == "pending"
     rules = ingress(t, "ServerSecurityGroup")
     ports = {r["FromPort"]: r["CidrIp"] for r in rules if "FromPort" in r}
     assert ports[5000] == {"Ref": "SensorCidr"}
@@ -357,15 +379,47 @@ def test_original_topology(spec):
         assert r["CreationPolicy"]["ResourceSignal"]["Count"] == 1
         assert r["Properties"]["MetadataOptions"]["HttpTokens"] == "required"
         assert r["Properties"]["IamInstanceProfile"] == \
-            {"Ref": "InstanceProfile"}
-    role = res["InstanceRole"]["Properties"]
-    assert any("AmazonSSMManagedInstanceCore" in str(a)
-               for a in role["ManagedPolicyArns"])
-    assert "cloudformation:SignalResource" in str(role["Policies"])
+            {"Ref": "ServerProfile" if n == "EC2Server" else "ClientProfile"}
+    for name in ("ServerRole", "ClientRole"):
+        role = res[name]["Properties"]
+        assert any("AmazonSSMManagedInstanceCore" in str(a)
+                   for a in role["ManagedPolicyArns"])
+        assert "cloudformation:SignalResource" in str(role["Policies"])
+    # Each role: the one secret, the one parameter; only the server writes.
+    assert role_grants(res, "ServerRole") == {
+        "secretsmanager:GetSecretValue": ["{'Ref': 'TokenSecret'}"],
+        "ssm:PutParameter": ["CaCertParameter"]}
+    assert role_grants(res, "ClientRole") == {
+        "secretsmanager:GetSecretValue": ["{'Ref': 'TokenSecret'}"],
+        "ssm:GetParameter": ["CaCertParameter"]}
+    assert "TlsOn" in str(t["Outputs"]["DashboardUrl"]["Value"])
+    assert {"CaCertificateCommand", "SensorTokenCommand",
+            "TokenSecretArn"} <= set(t["Outputs"])
     assert {"ServerPublicIp", "ServerPrivateIp", "DashboardUrl",
             "LogCommand"} <= set(t["Outputs"])
     for r in res.values():
         assert "DeletionPolicy" not in r and "UpdateReplacePolicy" not in r
+
+
+def role_grants(res, role):
+    """{action: [resource]} of a role's statements, but the signal; a
+    parameter ARN given as the parameter's name."""
+    out = {}
+    for pol in res[role]["Properties"]["Policies"]:
+        for st in pol["PolicyDocument"]["Statement"]:
+            if "Fn::If" in st:
+                st = st["Fn::If"][1]
+            if st["Action"] == "cloudformation:SignalResource":
+                continue
+            r = st["Resource"]
+            if "Fn::Sub" in r:
+                r = r["Fn::Sub"]
+                assert r.startswith("arn:${AWS::Partition}:ssm:"
+                                    "${AWS::Region}:${AWS::AccountId}:"
+                                    "parameter/"), r
+                r = r.rsplit("/", 1)[1].strip("${}")
+            out.setdefault(st["Action"], []).append(str(r))
+    return out
 
 
 def max_connection_age_listed():
@@ -385,11 +439,32 @@ def test_scale_topology(spec):
              for s in lb["Subnets"]}
     assert len(zones) == 2, "two availability zones"
     lis = res["Listener"]["Properties"]
-    assert (lis["Protocol"], lis["Port"]) == ("TCP", 5000)
-    idle = {a["Key"]: a["Value"] for a in lis["ListenerAttributes"]}
+    # TCP, or TLS with the ACM certificate of TlsCertificateArn.
+    assert lis["Port"] == 5000
+    assert lis["Protocol"] == {"Fn::If": ["TlsOn", "TLS", "TCP"]}
+    assert lis["Certificates"]["Fn::If"][1] == \
+        [{"CertificateArn": {"Ref": "TlsCertificateArn"}}]
+    assert p["TlsCertificateArn"]["Default"] == ""
+    assert "TlsNameGiven" in t["Rules"]
+    # A TLS listener's idle timeout is 350 s and cannot be set.
+    idle = {a["Key"]: a["Value"]
+            for a in lis["ListenerAttributes"]["Fn::If"][2]}
     assert int(idle["tcp.idle_timeout.seconds"]) > 30  # client PING period
     tg = res["CollectorTargets"]["Properties"]
-    assert tg["HealthCheckProtocol"] == "TCP" and tg["Port"] == 5000
+    assert tg["Port"] == 5000
+    assert tg["Protocol"] == {"Fn::If": ["TlsOn", "TLS", "TCP"]}
+    # Health checks: GET /healthz on the HTTP port, not a TCP connect on
+    # 5000 (which logged a connection pair in log.txt every 10 s).
+    assert tg["HealthCheckProtocol"] == {"Fn::If": ["TlsOn", "HTTPS",
+                                                    "HTTP"]}
+    assert (tg["HealthCheckPort"], tg["HealthCheckPath"]) == \
+        ("8080", "/healthz")
+    rules = ingress(t, "CollectorSecurityGroup")
+    http = [r for r in rules if isinstance(r, dict) and
+            r.get("FromPort") == 8080]
+    assert [r["CidrIp"] for r in http] == ["10.0.0.0/16"]
+    assert res["TokenSecret"]["Condition"] == "TokensOn"
+    assert p["EnableTokens"]["Default"] == "true"
     asg = res["Collectors"]
     assert asg["Type"] == "AWS::AutoScaling::AutoScalingGroup"
     assert len(asg["Properties"]["VPCZoneIdentifier"]) == 2
@@ -410,6 +485,11 @@ def test_scale_topology(spec):
     col = ud["CollectorLaunchTemplate"]
     assert "--pg-secret 'X_Database_MasterUserSecret_SecretArn'" in col
     assert "--pg-host 'X_Database_Endpoint_Address'" in col
+    assert "--http-port 8080 --tls 'auto'" in col
+    assert "--token-secret 'X_TokenSecret'" in col
+    assert "--token-sensor 'Sensor1,200'" in col
+    assert "--token-secret 'X_TokenSecret'" in ud["LoadInstance"]
+    assert "--tls-server-name ''" in ud["LoadInstance"]
     role = str(res["CollectorRole"]["Properties"]["Policies"])
     assert "secretsmanager:GetSecretValue" in role
     assert "Database" in role and "MasterUserSecret.SecretArn" in role
@@ -485,6 +565,31 @@ def test_systemd_analyze_verify(tmp_path, unit):
                         str(d / unit)], capture_output=True, text=True,
                        cwd=str(d))
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_systemd_analyze_verify_token_dropin(tmp_path):
+    """The drop-in bootstrap.sh writes for a sensor with a token
+    (LoadCredential=, for the DynamicUser) verifies too, and a misspelt
+    key in it would not."""
+    need("systemd-analyze", "systemd")
+    if not os.access(os.path.join(BUILD, "sensornet-client"), os.X_OK):
+        skip_or_fail("sensornet-client not built")
+    with open(BOOTSTRAP) as f:
+        text = f.read()
+    m = re.search(r'"\[Service\]" \\\n\s+"(LoadCredential=token:)', text)
+    assert m, "bootstrap.sh writes no LoadCredential drop-in"
+    d = units_for_verify(tmp_path, BUILD)
+    dropin = d / "sensornet-client@temperature.service.d"
+    dropin.mkdir()
+    for key, ok in (("LoadCredential", True), ("LoadCredentials", False)):
+        (dropin / "token.conf").write_text(
+            "[Service]\n%s=token:/etc/sensornet/client-temperature.token\n"
+            % key)
+        r = subprocess.run(["systemd-analyze", "verify",
+                            "--recursive-errors=no",
+                            str(d / "sensornet-client@temperature.service")],
+                           capture_output=True, text=True, cwd=str(d))
+        assert (r.returncode == 0) == ok, (key, r.stdout + r.stderr)
 
 
 def test_systemd_analyze_verify_fails_on_a_bad_unit(tmp_path):
@@ -719,6 +824,202 @@ def test_bootstrap_postgres_from_secret(dist, work, pg):
             calls = f.read().splitlines()
         assert sum("secretsmanager get-secret-value" in c and
                    "--secret-id arn:secret" in c for c in calls) == 2, calls
+    finally:
+        cli.stop()
+        srv.stop()
+        remove(base)
+
+
+# ---- tokens and TLS (issue #8: the deploy turns them on) --------------------
+
+MASTER = "k3yMaterialForTests0123456789abcdefABCDEF0123456789abcdefXYZ0"
+
+
+def line_exchange(addr, lines, ca=None):
+    """Send lines to the sensor port (TLS with ca); the reply lines."""
+    import ssl
+    s = socket.create_connection(addr, timeout=5)
+    if ca:
+        s = ssl.create_default_context(cafile=ca).wrap_socket(
+            s, server_hostname=addr[0])
+    with s:
+        f = s.makefile("rb")
+        out = []
+        for ln in lines:
+            s.sendall(ln.encode() + b"\n")
+            out.append(f.readline().decode().rstrip("\n"))
+        return out
+
+
+def test_bootstrap_tokens_here(dist, work):
+    """Tokens from the master secret: the server's tokens file holds the
+    SHA-256 of HMAC-SHA256(master, id) for each listed sensor (ID,N giving
+    ID-1 .. ID-N), mode 0640 for the service's group; the master secret
+    comes from Secrets Manager (the fake CLI) or a file, the same file
+    either way; the collector lets in the listed sensors with their tokens
+    and no one else."""
+    base = shared_tmp()
+    aws_dir = os.path.join(base, "aws")
+    os.mkdir(aws_dir)
+    with open(os.path.join(aws_dir, "secret-" + fake_key("arn:tokens")),
+              "w") as f:
+        f.write(MASTER)
+    master_file = os.path.join(base, "master")
+    with open(master_file, "w") as f:
+        f.write(MASTER + "\n")
+    aws_log = os.path.join(base, "aws.log")
+    env = fake_aws_env(aws_log, aws_dir=aws_dir)
+    port = get_port()
+    srv = Host(base, "server", dist, env=env, work=work)
+    common = ["--role", "server", "--listen", "127.0.0.1:%d" % port,
+              "--http-port", "0", "--token-sensor", "Sensor1",
+              "--token-sensor", "Load,3", "--tls", ""]
+    try:
+        srv.bootstrap(*(common + ["--token-secret", "arn:tokens",
+                                  "--region", "us-east-1"]))
+        tokens = srv.path("etc", "sensornet", "tokens")
+        st = os.stat(tokens)
+        assert st.st_mode & 0o777 == 0o640
+        assert st.st_gid == int(subprocess.check_output(
+            ["id", "-g", "nobody"]))
+        with open(tokens) as f:
+            text = f.read()
+        entries = [ln.split() for ln in text.splitlines()
+                   if ln and not ln.startswith("#")]
+        import hashlib
+        want = [[i, "sha256:" + hashlib.sha256(
+            sensor_token(MASTER, i).encode()).hexdigest()]
+            for i in ("Sensor1", "Load-1", "Load-2", "Load-3")]
+        assert entries == want
+        assert MASTER not in text and sensor_token(MASTER, "Sensor1") \
+            not in text
+        # The token docs/deploy.md's command computes is the same.
+        doc_cmd = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-r", "-hmac", MASTER],
+            input="Sensor1", capture_output=True, text=True, check=True)
+        assert doc_cmd.stdout.split()[0] == sensor_token(MASTER, "Sensor1")
+        conf = srv.read("etc", "sensornet", "sensornet-server.conf")
+        assert "tokens %s\n" % tokens in conf
+        assert "tls-cert" not in conf
+        with open(aws_log) as f:
+            assert "secretsmanager get-secret-value --region us-east-1 " \
+                "--secret-id arn:tokens" in f.read()
+        addr = ("127.0.0.1", port)
+        good = sensor_token(MASTER, "Load-2")
+        assert line_exchange(addr, ["AUTH Load-2 " + good]) == ["AUTH OK"]
+        assert line_exchange(addr, ["AUTH Load-2 " + good[:-1] + "0"]) \
+            == ["AUTH ERR bad credentials"]
+        # Not listed: its own HMAC does not let it in.
+        assert line_exchange(
+            addr, ["AUTH Sensor2 " + sensor_token(MASTER, "Sensor2")]) \
+            == ["AUTH ERR bad credentials"]
+        # The offline form gives the same file.
+        srv.bootstrap(*(common + ["--token-secret-file", master_file]))
+        with open(tokens) as f:
+            assert f.read() == text
+    finally:
+        srv.stop()
+        remove(base)
+
+
+def test_bootstrap_tls_and_tokens_here(dist, work):
+    """--tls auto: the server makes a CA and a certificate for its
+    addresses on the first run and keeps them on the next, speaks only TLS
+    (sensor port and HTTPS /healthz), publishes the CA certificate to the
+    SSM parameter; the client waits for it there, computes its token and
+    its readings reach log.txt."""
+    why = tls_support(BUILD)
+    if why:
+        skip_or_fail(why)
+    import ssl
+    import urllib.error
+    import urllib.request
+    base = shared_tmp()
+    aws_dir = os.path.join(base, "aws")
+    os.mkdir(aws_dir)
+    param = os.path.join(aws_dir, "param-" + fake_key("/sensornet/ca"))
+    with open(param, "w") as f:
+        f.write("pending")
+    master_file = os.path.join(base, "master")
+    with open(master_file, "w") as f:
+        f.write(MASTER)
+    env = fake_aws_env(os.path.join(base, "aws.log"), aws_dir=aws_dir)
+    port, http = get_port(), get_port()
+    srv = Host(base, "server", dist, env=env, work=work)
+    cli = Host(base, "client", dist, env=env, work=work)
+    sargs = ["--role", "server", "--listen", "127.0.0.1:%d" % port,
+             "--http-port", str(http), "--tls", "auto",
+             "--tls-publish-ssm", "/sensornet/ca", "--token-secret-file",
+             master_file, "--token-sensor", "Sensor1"]
+    try:
+        srv.bootstrap(*sargs)
+        tls = srv.path("etc", "sensornet", "tls")
+        ca = os.path.join(tls, "ca.crt")
+        with open(ca) as f:
+            ca_pem = f.read()
+        with open(param) as f:
+            assert f.read().strip() == ca_pem.strip()
+        assert os.stat(os.path.join(tls, "server.key")).st_mode & 0o777 \
+            == 0o640
+        assert os.stat(os.path.join(tls, "ca.key")).st_mode & 0o777 == 0o600
+        san = subprocess.run(["openssl", "x509", "-noout", "-ext",
+                              "subjectAltName", "-in",
+                              os.path.join(tls, "server.crt")],
+                             capture_output=True, text=True).stdout
+        assert "IP Address:127.0.0.1" in san, san
+        conf = srv.read("etc", "sensornet", "sensornet-server.conf")
+        assert "tls-cert %s/server.crt\n" % tls in conf
+        # The client waits for the CA while the parameter is "pending", as
+        # when it boots before the server; the server's second run (the CA
+        # and the certificate kept) publishes it again.
+        with open(param, "w") as f:
+            f.write("pending")
+        cp = cli.start("--role", "client", "--server", "127.0.0.1:%d" % port,
+                       "--tls", "auto", "--tls-ca-ssm", "/sensornet/ca",
+                       "--token-secret-file", master_file,
+                       "--ready-timeout", "120")
+        aws_log = os.path.join(base, "aws.log")
+
+        def polling():
+            with open(aws_log) as f:
+                return "ssm get-parameter" in f.read()
+        wait_until(polling, 120, what="the client polling the parameter")
+        _, _, err = srv.bootstrap(*sargs)
+        assert "TLS: keeping" in err
+        with open(ca) as f:
+            assert f.read() == ca_pem
+        Host.finish(cp, "client")
+        args = cli.read("etc", "sensornet", "client-temperature.conf")
+        assert "--tls --tls-ca %s" % cli.path("etc", "sensornet", "ca.crt") \
+            in args
+        tokf = cli.path("etc", "sensornet", "client-temperature.token")
+        assert "--token-file %s" % tokf in args
+        with open(tokf) as f:
+            assert f.read().strip() == sensor_token(MASTER, "Sensor1")
+        assert os.stat(tokf).st_mode & 0o777 == 0o600
+        wait_until(lambda: re.search(
+            r"Recebido de \('127\.0\.0\.1', \d+\): Sensor1 - Temperatura: ",
+            srv.log()), 20, what="a reading over TLS in log.txt")
+        # Only TLS on the sensor port; HTTPS /healthz for the NLB.
+        assert line_exchange(("127.0.0.1", port), ["PING"], ca=ca) == \
+            ["PONG"]
+        try:
+            plain = line_exchange(("127.0.0.1", port), ["PING"])
+        except OSError:
+            plain = []
+        assert plain != ["PONG"]
+        ctx = ssl.create_default_context(cafile=ca)
+
+        def healthz():
+            try:
+                with urllib.request.urlopen(
+                        "https://127.0.0.1:%d/healthz" % http, context=ctx,
+                        timeout=5) as r:
+                    return r.status
+            except urllib.error.URLError:
+                return None
+        wait_until(lambda: healthz() == 200, 10,
+                   what="HTTPS /healthz: %s" % srv.out("sensornet-server"))
     finally:
         cli.stop()
         srv.stop()
