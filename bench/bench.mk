@@ -8,6 +8,8 @@
 #   make bench BENCH_QUICK=1   the same in short (about 70 s, bounded at 3
 #                              minutes): a smoke test, not figures to quote
 #   make bench BENCH_ONLY=discard,sqlite-logon   some scenarios only
+#   make bench BENCH_ONLY=sqlite-logon,sqlite-logoff,influxdb \
+#        BENCH_CONNS=100 BENCH_REPEATS=3   the headline ratio alone (~2 min)
 #
 # Needs the Debian packages listed in docs/performance.md (the deps script
 # installs them with --bench). SPDX-License-Identifier: MIT
@@ -39,4 +41,7 @@ bench:
 	@$(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) bench-build
 	$(BENCH_PY) bench/bench.py --build $(BENCH_BUILD) --out $(BENCH_RESULTS) \
 	    $(if $(filter-out 0,$(BENCH_QUICK)),--quick) \
-	    $(if $(BENCH_ONLY),--only $(BENCH_ONLY))
+	    $(if $(BENCH_ONLY),--only $(BENCH_ONLY)) \
+	    $(if $(BENCH_CONNS),--conns $(BENCH_CONNS)) \
+	    $(if $(BENCH_REPEATS),--repeats $(BENCH_REPEATS)) \
+	    $(if $(filter-out 0,$(BENCH_NO_PROFILE)),--no-profile)

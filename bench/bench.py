@@ -14,6 +14,15 @@ machine.txt, and the perf profiles. docs/performance.md explains them.
 
     python3 bench/bench.py --build build/release [--quick] [--out DIR]
                            [--only NAME,...] [--no-profile]
+                           [--conns N,...] [--repeats N]
+
+--conns limits the connection counts of the sweeps (the repeats are at 100
+connections, so include 100 to get them) and --repeats sets how many times
+the 100-connection headline runs go (default 5, 1 with --quick); for
+example the SQLite-against-InfluxDB ratio alone, three times, interleaved:
+
+    bench.py --only sqlite-logon,sqlite-logoff,influxdb --conns 100 \
+             --repeats 3 --no-profile --out /tmp/ratio
 
 References: bench/discard (reads and drops; with --ack it counts lines and
 answers "OK n", the floor of this protocol on this machine), InfluxDB 1.x
@@ -103,6 +112,27 @@ def proc_threads_cpu_s(pid):
         except (OSError, IndexError, ValueError):
             pass
     return out
+
+
+def thread_roles(pid, tids):
+    """(writer tids, log thread tids, worker tids) of a sensornet server.
+    The writer names its threads (sn-writer, sn-log); the others are, in
+    tid order, main (signals only) and then the workers. A server from
+    before the names: main, the writer (started first), the workers."""
+    comm = {}
+    for t in tids:
+        try:
+            with open("/proc/%d/task/%d/comm" % (pid, t)) as f:
+                comm[t] = f.read().strip()
+        except OSError:
+            comm[t] = ""
+    tids = sorted(tids)
+    writer = [t for t in tids if comm[t] == "sn-writer"]
+    logt = [t for t in tids if comm[t] == "sn-log"]
+    if not writer:
+        return tids[1:2], [], tids[2:]
+    rest = [t for t in tids if t not in writer and t not in logt]
+    return writer, logt, rest[1:]
 
 
 def proc_status_kb(pid, key):
@@ -492,7 +522,11 @@ class Bench:
         self.quick = args.quick
         self.secs = 2.0 if self.quick else 8.0
         self.conns = CONNS_QUICK if self.quick else CONNS_FULL
+        if args.conns:
+            self.conns = sorted({int(n) for n in args.conns.split(",")})
         self.repeats = 1 if self.quick else 5
+        if args.repeats is not None:
+            self.repeats = args.repeats
         self.t_start = time.monotonic()
         self.budget = 170 if self.quick else 870  # seconds, whole run
         self.only = set(args.only.split(",")) if args.only else None
@@ -577,7 +611,7 @@ class Bench:
             r = self.lg.run(srv.port, conns, seconds or self.secs, mode=mode,
                             watch=[srv.pid], **kw)
             extra = thread_split(th0, proc_threads_cpu_s(srv.pid),
-                                 r["cpu"].wall)
+                                 r["cpu"].wall, srv.pid)
             if pg is not None:
                 used = sum(proc_cpu_s(p) for p in pg_backend_pids(pg)) - p0
                 srv.helper_cpu_s = used
@@ -811,13 +845,15 @@ class Bench:
                         self.tmp, "perf-" + name)
             th0 = {}
             split = {}
+            roles3 = ([], [], [])
             try:
                 time.sleep(0.5)
                 th0 = proc_threads_cpu_s(srv.pid)
                 r = self.lg.run(srv.port, 100, self.secs,
                                 watch=[srv.pid])
                 split = thread_split(th0, proc_threads_cpu_s(srv.pid),
-                                     r["cpu"].wall)
+                                     r["cpu"].wall, srv.pid)
+                roles3 = thread_roles(srv.pid, sorted(th0))
             finally:
                 perf.stop(30, signal.SIGINT)
                 srv.stop()
@@ -825,19 +861,22 @@ class Bench:
                         stored=srv.count(), extra=split)
             srv.cleanup()
             report = os.path.join(self.out, "profile-%s.txt" % name)
-            tids = sorted(th0)
-            roles = [("writer thread", tids[1:2]),
-                     ("worker threads", tids[2:])]
+            wr, lt, wk = roles3
+            roles = [("writer thread", wr), ("log thread", lt),
+                     ("worker threads", wk)]
             with open(report, "w") as f:
                 f.write("# perf record -F 999 --call-graph dwarf, 100 "
                         "connections, %s, %.0f readings/s during the "
                         "profile.\n# Server CPU %% of one core: writer %s, "
-                        "workers %s (together), loadgen %s.\n"
+                        "log thread %s, workers %s (together), loadgen "
+                        "%s.\n"
                         % (name, r["steady_rate"],
                            split.get("writer_cpu_pct"),
+                           split.get("logthread_cpu_pct"),
                            split.get("workers_cpu_pct"), r.get("cpu_pct")))
-                sections = [("samples by thread (main, writer, workers in "
-                             "tid order)", ["--sort", "pid"]),
+                sections = [("samples by thread (writer %s, log thread %s, "
+                             "workers %s)" % (wr, lt, wk),
+                             ["--sort", "pid"]),
                             ("self time by library", ["--sort", "dso"])]
                 for role, ts in roles:
                     if not ts:
@@ -872,7 +911,9 @@ class Bench:
         write_machine(self.out, self.tmp)
         self.discard_sweep()
         self.ingest_sweeps()
-        self.influx_sweep([1, 10, 100] if not self.quick else [1, 100])
+        self.influx_sweep([n for n in
+                           ([1, 10, 100] if not self.quick else [1, 100])
+                           if n in self.conns])
         self.mosquitto_sweep(self.conns)
         self.pg_sweep()
         self.open_at_once()
@@ -938,24 +979,24 @@ class Bench:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def thread_split(before, after, wall):
-    """Server CPU by thread, % of one core: the threads in tid order are
-    main (signals only), the writer (started first), then the workers
-    (src/server/main.c). From /proc/PID/task/TID/schedstat: time on a CPU
-    and time runnable but waiting for one (CPU contention)."""
+def thread_split(before, after, wall, pid):
+    """Server CPU by thread, % of one core: the writer, its log thread
+    and the workers (thread_roles). From /proc/PID/task/TID/schedstat: time
+    on a CPU and time runnable but waiting for one (CPU contention)."""
     tids = sorted(after)
     if len(tids) < 3 or wall <= 0:
         return {}
+    wr, lt, wk = thread_roles(pid, tids)
 
-    def d(t, i):
-        return (after[t][i] - before.get(t, (0, 0))[i]) / 1e9
+    def d(ts, i):
+        return sum((after[t][i] - before.get(t, (0, 0))[i]) / 1e9
+                   for t in ts)
 
-    return {"writer_cpu_pct": round(100 * d(tids[1], 0) / wall, 1),
-            "writer_runq_pct": round(100 * d(tids[1], 1) / wall, 1),
-            "workers_cpu_pct": round(100 * sum(d(t, 0) for t in tids[2:])
-                                     / wall, 1),
-            "workers_runq_pct": round(100 * sum(d(t, 1) for t in tids[2:])
-                                      / wall, 1)}
+    return {"writer_cpu_pct": round(100 * d(wr, 0) / wall, 1),
+            "writer_runq_pct": round(100 * d(wr, 1) / wall, 1),
+            "logthread_cpu_pct": round(100 * d(lt, 0) / wall, 1),
+            "workers_cpu_pct": round(100 * d(wk, 0) / wall, 1),
+            "workers_runq_pct": round(100 * d(wk, 1) / wall, 1)}
 
 
 def pg_backend_pids(pg):
@@ -1284,6 +1325,10 @@ def main():
                     "sqlite-logoff, influxdb, mosquitto, pg, burst, "
                     "original, latency, idle, floor, profile")
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--conns", help="comma list of connection counts for "
+                    "the sweeps (default 1,10,100,1000,10000)")
+    ap.add_argument("--repeats", type=int, help="runs of the 100-connection "
+                    "headline figures (default 5, 1 with --quick)")
     args = ap.parse_args()
     for b in ("sensornet-server", "loadgen", "discard", "sqlite_floor"):
         if not os.access(os.path.join(args.build, b), os.X_OK):

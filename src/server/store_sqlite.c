@@ -2,12 +2,16 @@
  * store_sqlite: the SQLite backend of store.h (docs/storage.md is the
  * contract: schema, durability per fsync policy, error classes).
  *
- * Invariants: a reading is one INSERT OR IGNORE into a WITHOUT ROWID table
+ * Invariants: a reading is an INSERT OR IGNORE into a WITHOUT ROWID table
  * keyed by (series_id, ts); (sensor, quantity) is interned into a series id
  * through an in-memory map, so an append runs no SELECT once a series is
- * known. Aggregates of the open transaction live in that map and reach the
- * series table in one UPDATE per touched series at commit. A file that is
- * not a sensornet database is never written to, not even its journal mode.
+ * known. A reading later than anything its series holds cannot be a
+ * duplicate: it waits in a queue that goes out QUEUE_ROWS rows per
+ * statement; any other reading takes the one-row statement, whose
+ * sqlite3_changes() says whether it was new (see sq_append). Aggregates of
+ * the open transaction live in that map and reach the series table in one
+ * UPDATE per touched series at commit. A file that is not a sensornet
+ * database is never written to, not even its journal mode.
  *
  * Called only by the thread that owns the store (the writer, or the HTTP
  * API's read-only handle).
@@ -53,6 +57,20 @@
 #define PEER_CACHE_MAX 65536
 /* Longest peer text stored ("[v6 address]:port" is under 64 bytes). */
 
+/* Rows per multi-row INSERT of the queue (a power of two): 64 rows take
+ * about three quarters of the CPU of 64 one-row statements. The remainder
+ * goes out in halving sizes, so MULTI_SIZES statements are prepared. */
+#define QUEUE_ROWS 64
+#define MULTI_SIZES 7
+_Static_assert(QUEUE_ROWS == 1 << (MULTI_SIZES - 1), "queue sizes");
+/* 5 parameters a row: within SQLite's SQLITE_MAX_VARIABLE_NUMBER (999 in
+ * the oldest versions). */
+_Static_assert(QUEUE_ROWS * 5 <= 999, "queue parameters");
+
+/* Not an SQLite code: a queued row that had to be new was already
+ * stored, so the readings table changed behind this store (fail()). */
+#define SQ_E_CHANGED (-1)
+
 /* Ask SQLite for extended result codes at open time when it knows how. */
 #ifndef SQLITE_OPEN_EXRESCODE
 #define SQLITE_OPEN_EXRESCODE 0
@@ -78,6 +96,10 @@ struct entry {
     /* Series: a bound on series.first_ts, see flush_one(). */
     int64_t fts;
     uint64_t fts_epoch;
+    /* Series: no stored row (the open transaction's included) has a ts
+     * above hi, while hi_epoch holds (see sq_append); INT64_MIN: none. */
+    int64_t hi;
+    uint64_t hi_epoch;
     /* Series: the peer of its last reading (valid while peer_gen holds). */
     struct entry *peer;
     uint64_t peer_gen;
@@ -121,6 +143,7 @@ enum stmt_id {
     S_SERIES_ADD,
     S_SERIES_UPD,
     S_SERIES_UPD_FTS,
+    S_SERIES_MAX,
     S_PEER_GET,
     S_PEER_ADD,
     S_RET_PICK,
@@ -157,6 +180,7 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_SERIES_UPD] = SERIES_UPD_SQL(""),
     [S_SERIES_UPD_FTS] =
         SERIES_UPD_SQL(" first_ts = coalesce(min(first_ts, ?5), ?5),"),
+    [S_SERIES_MAX] = "SELECT max(ts) FROM readings WHERE series_id = ?1",
     [S_PEER_GET] = "SELECT id FROM peers WHERE addr = ?1",
     [S_PEER_ADD] = "INSERT INTO peers (addr) VALUES (?1)",
     [S_RET_PICK] = "SELECT id FROM series WHERE first_ts < ?1"
@@ -169,6 +193,15 @@ static const char *const stmt_sql[S_COUNT] = {
                   " WHERE id = ?1",
 };
 
+/* A reading queued for the multi-row INSERT, ids resolved. */
+struct qrow {
+    int64_t series_id;
+    int64_t ts;
+    double value;
+    int64_t recv;
+    int64_t peer_id;
+};
+
 struct sq_store {
     struct store base; /* first: store.c sees only this */
     sqlite3 *db;
@@ -178,6 +211,9 @@ struct sq_store {
     int txn_rc;        /* the error that made the transaction FAILED */
     bool peer_created; /* the open transaction inserted into peers */
     sqlite3_stmt *stmt[S_COUNT];
+    sqlite3_stmt *multi[MULTI_SIZES]; /* multi[k]: 2^k rows */
+    struct qrow queue[QUEUE_ROWS];    /* new readings not inserted yet */
+    size_t n_queue;
     struct map series;
     struct map peers;
     struct entry *dirty;
@@ -185,6 +221,7 @@ struct sq_store {
     bool series_evicted;     /* the open transaction emptied the cache */
     uint64_t peer_gen;       /* bumped whenever the peer cache is emptied */
     uint64_t fts_epoch;      /* bumped by retention, which raises first_ts */
+    uint64_t hi_epoch;       /* bumped when any entry's hi may be wrong */
     uint64_t hash_seed;
 };
 
@@ -303,6 +340,13 @@ format_err(char *buf, sqlite3 *db, int rc, const char *what, const char *path)
 static int
 fail(struct sq_store *s, int rc, const char *what)
 {
+    if (rc == SQ_E_CHANGED) {
+        snprintf(s->base.errmsg, STORE_ERR_LEN,
+                 "%s %s: a reading known to be new was already stored (was "
+                 "the database written by another program?); retrying",
+                 what, s->path);
+        return STORE_E_BUSY;
+    }
     format_err(s->base.errmsg, s->db, rc, what, s->path);
     return err_class(rc);
 }
@@ -559,6 +603,72 @@ dirty_done(struct sq_store *s, bool committed)
     }
 }
 
+/*
+ * Insert the queued readings, QUEUE_ROWS per statement and the remainder in
+ * halving sizes. Each row was checked new when queued (sq_append), so each
+ * must insert: if one did not, the table changed behind the store and no
+ * cached bound can be trusted any more (SQ_E_CHANGED).
+ */
+static int
+queue_flush(struct sq_store *s)
+{
+    size_t done = 0;
+
+    while (done < s->n_queue) {
+        size_t left = s->n_queue - done;
+        int k = MULTI_SIZES - 1;
+        sqlite3_stmt *m;
+        size_t n;
+        int rc;
+
+        while (((size_t)1 << k) > left)
+            k--;
+        n = (size_t)1 << k;
+        m = s->multi[k];
+        for (size_t i = 0; i < n; i++) {
+            const struct qrow *q = &s->queue[done + i];
+            int p = (int)i * 5;
+
+            sqlite3_bind_int64(m, p + 1, q->series_id);
+            sqlite3_bind_int64(m, p + 2, q->ts);
+            sqlite3_bind_double(m, p + 3, q->value);
+            sqlite3_bind_int64(m, p + 4, q->recv);
+            sqlite3_bind_int64(m, p + 5, q->peer_id);
+        }
+        rc = run(m);
+        if (rc != SQLITE_OK)
+            return rc;
+        if ((size_t)sqlite3_changes(s->db) != n) {
+            s->hi_epoch++;
+            return SQ_E_CHANGED;
+        }
+        done += n;
+    }
+    s->n_queue = 0;
+    return SQLITE_OK;
+}
+
+/* Learn e->hi from the table (the open transaction's rows included). The
+ * queue holds no row of e: rows are queued only once e->hi is current. */
+static int
+load_hi(struct sq_store *s, struct entry *e)
+{
+    sqlite3_stmt *q = s->stmt[S_SERIES_MAX];
+    int rc;
+
+    sqlite3_bind_int64(q, 1, e->id);
+    rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        e->hi = sqlite3_column_type(q, 0) == SQLITE_NULL
+                    ? INT64_MIN
+                    : sqlite3_column_int64(q, 0);
+        e->hi_epoch = s->hi_epoch;
+        rc = SQLITE_OK;
+    }
+    sqlite3_reset(q);
+    return rc;
+}
+
 /* Look up or insert the series row of a cached entry whose id is 0. */
 static int
 series_resolve(struct sq_store *s, struct entry *e,
@@ -590,6 +700,8 @@ series_resolve(struct sq_store *s, struct entry *e,
     e->id = sqlite3_last_insert_rowid(s->db);
     e->created = true;
     e->fts_epoch = 0;
+    e->hi = INT64_MIN; /* a new series holds no reading */
+    e->hi_epoch = s->hi_epoch;
     return SQLITE_OK;
 }
 
@@ -611,7 +723,12 @@ series_get(struct sq_store *s, const struct store_reading *r,
     if (e == NULL) {
         if (s->series.n >= s->series.max) {
             /* The flushed rows stay in the transaction; if it rolls back
-             * they go too, and the emptied cache holds no stale id. */
+             * they go too, and the emptied cache holds no stale id. The
+             * queue goes first: entries that come back learn their hi
+             * from the table, which must hold every queued row. */
+            rc = queue_flush(s);
+            if (rc != SQLITE_OK)
+                return rc;
             rc = flush_dirty(s);
             if (rc != SQLITE_OK)
                 return rc;
@@ -708,6 +825,50 @@ sq_begin(struct store *st)
     return 0;
 }
 
+/* Add a reading known to be new to its series' pending aggregates. */
+static void
+note_new(struct entry *e, const struct store_reading *r)
+{
+    if (e->n_new == 0) {
+        e->first_recv = r->recv_ns;
+        e->last_recv = r->recv_ns;
+        e->min_ts = r->ts_ns;
+        e->max_ts = INT64_MIN;
+    }
+    e->n_new++;
+    if (r->recv_ns < e->first_recv)
+        e->first_recv = r->recv_ns;
+    if (r->recv_ns > e->last_recv)
+        e->last_recv = r->recv_ns;
+    if (r->ts_ns < e->min_ts)
+        e->min_ts = r->ts_ns;
+    if (r->ts_ns >= e->max_ts) {
+        e->max_ts = r->ts_ns;
+        e->max_ts_value = r->value;
+        e->unit_len = (uint8_t)r->unit_len;
+        if (r->unit_len > 0)
+            memcpy(e->unit, r->unit, r->unit_len);
+    }
+}
+
+/*
+ * Two paths, so that the count of new readings stays exact:
+ *
+ *  - ts above e->hi (the series' greatest stored ts, this transaction's
+ *    rows included): no row can have this key, so the reading is new. It
+ *    is counted now and queued; queue_flush() inserts QUEUE_ROWS per
+ *    statement. In steady ingest nearly every reading goes this way.
+ *  - anything else (a resend, a duplicate inside the batch, an older
+ *    reading): the queue is inserted first, so that this reading meets
+ *    every earlier one in the table and the first write of a key wins,
+ *    then one INSERT OR IGNORE, and sqlite3_changes() says if it was new.
+ *
+ * A bound that is too high only sends a reading the slow way: retention
+ * deletes rows and leaves hi as it is. One that could be too low (after a
+ * rollback, which may follow a COMMIT of unknown outcome, or SQ_E_CHANGED)
+ * is voided for every entry at once by bumping hi_epoch; an entry of an
+ * older epoch reloads hi (one key seek) before its next reading.
+ */
 static int
 sq_append(struct store *st, const struct store_reading *r)
 {
@@ -740,7 +901,33 @@ sq_append(struct store *st, const struct store_reading *r)
         e->peer = s->last_peer;
         e->peer_gen = s->peer_gen;
     }
+    if (e->hi_epoch != s->hi_epoch) {
+        rc = load_hi(s, e);
+        if (rc != SQLITE_OK)
+            return fail_txn(s, rc, "appending to");
+    }
 
+    if (r->ts_ns > e->hi) {
+        struct qrow *q = &s->queue[s->n_queue++];
+
+        q->series_id = e->id;
+        q->ts = r->ts_ns;
+        q->value = r->value;
+        q->recv = r->recv_ns;
+        q->peer_id = peer_id;
+        e->hi = r->ts_ns;
+        note_new(e, r);
+        if (s->n_queue == QUEUE_ROWS) {
+            rc = queue_flush(s);
+            if (rc != SQLITE_OK)
+                return fail_txn(s, rc, "appending to");
+        }
+        return 0;
+    }
+
+    rc = queue_flush(s);
+    if (rc != SQLITE_OK)
+        return fail_txn(s, rc, "appending to");
     sqlite3_bind_int64(ins, 1, e->id);
     sqlite3_bind_int64(ins, 2, r->ts_ns);
     sqlite3_bind_double(ins, 3, r->value);
@@ -751,27 +938,7 @@ sq_append(struct store *st, const struct store_reading *r)
         return fail_txn(s, rc, "appending to");
     if (sqlite3_changes(s->db) == 0)
         return 0; /* already stored: a resend changes nothing */
-
-    if (e->n_new == 0) {
-        e->first_recv = r->recv_ns;
-        e->last_recv = r->recv_ns;
-        e->min_ts = r->ts_ns;
-        e->max_ts = INT64_MIN;
-    }
-    e->n_new++;
-    if (r->recv_ns < e->first_recv)
-        e->first_recv = r->recv_ns;
-    if (r->recv_ns > e->last_recv)
-        e->last_recv = r->recv_ns;
-    if (r->ts_ns < e->min_ts)
-        e->min_ts = r->ts_ns;
-    if (r->ts_ns >= e->max_ts) {
-        e->max_ts = r->ts_ns;
-        e->max_ts_value = r->value;
-        e->unit_len = (uint8_t)r->unit_len;
-        if (r->unit_len > 0)
-            memcpy(e->unit, r->unit, r->unit_len);
-    }
+    note_new(e, r);
     return 0;
 }
 
@@ -785,6 +952,9 @@ sq_commit(struct store *st)
         return s->txn_rc;
     if (s->txn != TXN_OPEN)
         return refuse(s, "store_commit outside a transaction");
+    rc = queue_flush(s);
+    if (rc != SQLITE_OK)
+        return fail_txn(s, rc, "appending to");
     rc = flush_dirty(s);
     if (rc != SQLITE_OK)
         return fail_txn(s, rc, "updating series in");
@@ -809,6 +979,10 @@ sq_rollback(struct store *st)
      * out of memory); only an open transaction needs the statement. */
     if (!sqlite3_get_autocommit(s->db))
         (void)run(s->stmt[S_ROLLBACK]);
+    s->n_queue = 0;
+    /* The rows behind each hi may be gone, or (a COMMIT that failed late)
+     * be there after all: reload every bound from the table. */
+    s->hi_epoch++;
     dirty_done(s, false);
     /* A series created before an eviction and looked up again after it
      * is not marked created: only an empty cache is sure to be right. */
@@ -900,6 +1074,8 @@ sq_close(struct store *st)
     sq_rollback(st);
     for (int i = 0; i < S_COUNT; i++)
         sqlite3_finalize(s->stmt[i]);
+    for (int i = 0; i < MULTI_SIZES; i++)
+        sqlite3_finalize(s->multi[i]);
     map_free(&s->series);
     map_free(&s->peers);
     sqlite3_close(s->db);
@@ -1200,6 +1376,25 @@ open_db(struct sq_store *s, int flags, char *err)
     return 0;
 }
 
+/* The INSERT OR IGNORE of n readings at once (queue_flush()). */
+static int
+prepare_multi(struct sq_store *s, size_t n, sqlite3_stmt **out)
+{
+    static const char head[] = "INSERT OR IGNORE INTO readings"
+                               " (series_id, ts, value, recv_ns, peer_id)"
+                               " VALUES (?,?,?,?,?)";
+    char sql[sizeof(head) + QUEUE_ROWS * 12];
+    size_t len = sizeof(head) - 1;
+
+    memcpy(sql, head, len);
+    for (size_t i = 1; i < n; i++) {
+        memcpy(sql + len, ",(?,?,?,?,?)", 12);
+        len += 12;
+    }
+    return sqlite3_prepare_v3(s->db, sql, (int)len, SQLITE_PREPARE_PERSISTENT,
+                              out, NULL);
+}
+
 /* The pragmas and statements of a writer connection (docs/storage.md). */
 static int
 setup_writer(struct sq_store *s, enum store_fsync policy, char *err)
@@ -1222,6 +1417,8 @@ setup_writer(struct sq_store *s, enum store_fsync policy, char *err)
     for (int i = 0; rc == SQLITE_OK && i < S_COUNT; i++)
         rc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1,
                                 SQLITE_PREPARE_PERSISTENT, &s->stmt[i], NULL);
+    for (int k = 0; rc == SQLITE_OK && k < MULTI_SIZES; k++)
+        rc = prepare_multi(s, (size_t)1 << k, &s->multi[k]);
     if (rc != SQLITE_OK) {
         format_err(err, s->db, rc, "preparing statements on", s->path);
         return err_class(rc);
@@ -1340,6 +1537,7 @@ sq_open(const struct store_conf *conf, char *err, int *why)
     memcpy(s->path, conf->sqlite_path, path_len + 1);
     s->base.ops = &store_sqlite_ops;
     s->fts_epoch = 1; /* entries start at 0: no first_ts bound */
+    s->hi_epoch = 1;  /* likewise: no bound on a series' greatest ts */
     s->hash_seed = mix((uint64_t)clock_mono_ns() ^ (uint64_t)(uintptr_t)s);
     s->readonly = readonly;
     map_init(&s->series, conf->series_cache != 0 ? conf->series_cache

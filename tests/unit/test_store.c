@@ -1037,6 +1037,289 @@ test_series_cache_bound(void **state)
     check_invariants(f);
 }
 
+/*
+ * The batched path (SQLite: readings later than anything their series
+ * holds go out many rows per INSERT) must keep "stored once, first write
+ * wins, counted exactly". These tests cross the 64-row statement size and
+ * its remainders on purpose; on PostgreSQL they check the same contract.
+ */
+
+/* The value stored for one key, or NO_VALUE. */
+static double
+stored_value(struct fx *f, const char *sensor, int64_t ts)
+{
+    char sql[256];
+
+    snprintf(sql, sizeof(sql),
+             "SELECT r.value FROM readings r JOIN series s"
+             " ON s.id = r.series_id WHERE s.sensor = '%s' AND r.ts = %" PRId64,
+             sensor, ts);
+    return q_num(f, sql);
+}
+
+static int64_t
+series_count(struct fx *f, const char *sensor)
+{
+    char sql[160];
+
+    snprintf(sql, sizeof(sql), "SELECT count FROM series WHERE sensor = '%s'",
+             sensor);
+    return q_int(f, sql);
+}
+
+/* Duplicates inside one transaction: of a row already inserted, and of a
+ * row still waiting in the queue (after the first 64, before the next). */
+static void
+test_batch_dup_in_batch(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = open_ok(f);
+    struct store_reading r;
+
+    begin_ok(st);
+    for (int i = 1; i <= 70; i++) {
+        r = rd("a", "temperature", "°C", i, i * 10);
+        append_ok(st, &r);
+    }
+    r = rd("a", "temperature", "°C", -1.0, 680); /* queued one: ignored */
+    append_ok(st, &r);
+    r = rd("a", "temperature", "°C", -2.0, 100); /* inserted one */
+    append_ok(st, &r);
+    r = rd("a", "temperature", "°C", -3.0, 700); /* the newest */
+    append_ok(st, &r);
+    for (int i = 71; i <= 200; i++) {
+        r = rd("a", "temperature", "°C", i, i * 10);
+        append_ok(st, &r);
+        append_ok(st, &r); /* at once: the key is the series' newest */
+        if (i % 50 == 0) {
+            r = rd("b", "humidity", "%", i, i * 10); /* another series */
+            append_ok(st, &r);
+        }
+    }
+    commit_ok(st);
+    store_close(st);
+
+    assert_int_equal(q_int(f, "SELECT count(*) FROM readings"), 203);
+    assert_int_equal(series_count(f, "a"), 200);
+    assert_int_equal(series_count(f, "b"), 3);
+    assert_true(stored_value(f, "a", 680) == 68.0);
+    assert_true(stored_value(f, "a", 100) == 10.0);
+    assert_true(stored_value(f, "a", 700) == 70.0);
+    assert_true(stored_value(f, "a", 2000) == 200.0);
+    assert_int_equal(q_int(f, "SELECT last_ts FROM series WHERE sensor = 'a'"),
+                     2000);
+    assert_true(q_num(f, "SELECT last_value FROM series"
+                         " WHERE sensor = 'a'") == 200.0);
+    check_invariants(f);
+}
+
+/* Resends across transactions and across a reopen (the bound comes from
+ * the table then), mixed with new readings. */
+static void
+test_batch_dup_across(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = open_ok(f);
+    struct store_reading r;
+
+    begin_ok(st);
+    for (int i = 1; i <= 100; i++) {
+        r = rd("a", "temperature", "°C", i, i);
+        append_ok(st, &r);
+    }
+    commit_ok(st);
+
+    /* All 100 again (values changed: first write wins), 100 new ones. */
+    begin_ok(st);
+    for (int i = 1; i <= 200; i++) {
+        r = rd("a", "temperature", "°C", i + 1000, i);
+        append_ok(st, &r);
+    }
+    commit_ok(st);
+    store_close(st);
+    assert_int_equal(series_count(f, "a"), 200);
+    assert_true(stored_value(f, "a", 100) == 100.0);
+    assert_true(stored_value(f, "a", 101) == 1101.0);
+
+    st = open_ok(f);
+    begin_ok(st);
+    for (int i = 191; i <= 270; i++) {
+        r = rd("a", "temperature", "°C", -i, i);
+        append_ok(st, &r);
+    }
+    commit_ok(st);
+    store_close(st);
+    assert_int_equal(q_int(f, "SELECT count(*) FROM readings"), 270);
+    assert_int_equal(series_count(f, "a"), 270);
+    assert_true(stored_value(f, "a", 200) == 1200.0);
+    assert_true(stored_value(f, "a", 201) == -201.0);
+    check_invariants(f);
+}
+
+/* Out of order: older readings between newer ones, some of them resent,
+ * each counted once, and last_* from the greatest ts. */
+static void
+test_batch_out_of_order(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = open_ok(f);
+    int64_t seen[1000] = {0};
+    int n_new = 0;
+    struct store_reading r;
+
+    begin_ok(st);
+    for (int t = 0; t < 3; t++) {
+        if (t == 1) {
+            commit_ok(st);
+            begin_ok(st);
+        }
+        for (int i = 0; i < 300; i++) {
+            /* A walk that goes mostly up, jumps back and repeats itself:
+             * 7919 is prime, so (i * 7919) % 1000 visits keys out of
+             * order, and t repeats the first two rounds' keys. */
+            int64_t ts = (i * 7919 + t * 131) % 1000;
+
+            if (i % 3 != 0)
+                ts = 1000 + t * 1000 + i; /* in order, above the rest */
+            if (ts < 1000 && seen[ts] == 0) {
+                seen[ts] = 1;
+                n_new++;
+            } else if (ts >= 1000) {
+                n_new++;
+            }
+            r = rd("s", "temperature", "°C", (double)ts, ts);
+            r.recv_ns = 5000 + t * 1000 + i;
+            append_ok(st, &r);
+        }
+    }
+    commit_ok(st);
+    store_close(st);
+    assert_int_equal(q_int(f, "SELECT count(*) FROM readings"), n_new);
+    assert_int_equal(series_count(f, "s"), n_new);
+    assert_int_equal(q_int(f, "SELECT last_ts FROM series"), 3299);
+    assert_true(q_num(f, "SELECT last_value FROM series") == 3299.0);
+    assert_int_equal(q_int(f, "SELECT count(*) FROM readings"
+                              " WHERE value <> ts"),
+                     0);
+    check_invariants(f);
+}
+
+/* Rolled back with rows both inserted and queued: nothing stays, and the
+ * same readings (and a resend of some) are new again afterwards. */
+static void
+test_batch_rollback(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = open_ok(f);
+    struct store_reading r;
+
+    begin_ok(st);
+    for (int i = 1; i <= 10; i++) {
+        r = rd("a", "temperature", "°C", i, i);
+        append_ok(st, &r);
+    }
+    commit_ok(st);
+    for (int t = 0; t < 2; t++) {
+        begin_ok(st);
+        for (int i = 5; i <= 150; i++) {
+            r = rd("a", "temperature", "°C", i, i);
+            append_ok(st, &r);
+            r = rd("b", "humidity", "%", i, i);
+            append_ok(st, &r);
+        }
+        if (t == 0)
+            store_rollback(st);
+        else
+            commit_ok(st);
+    }
+    store_close(st);
+    assert_int_equal(series_count(f, "a"), 150);
+    assert_int_equal(series_count(f, "b"), 146);
+    assert_int_equal(q_int(f, "SELECT count(*) FROM readings"), 296);
+    check_invariants(f);
+}
+
+/* Retention deletes below the bound the store keeps: a reading older than
+ * that bound but newer than what is left is new, and counted. */
+static void
+test_batch_after_retention(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = open_ok(f);
+    struct store_reading r;
+
+    begin_ok(st);
+    for (int i = 1; i <= 100; i++) {
+        r = rd("a", "temperature", "°C", i, i * 10);
+        append_ok(st, &r);
+    }
+    commit_ok(st);
+    assert_int_equal(store_retention_step(st, 2000, 1000), 100);
+
+    begin_ok(st);
+    r = rd("a", "temperature", "°C", 50, 500); /* deleted: new again */
+    append_ok(st, &r);
+    append_ok(st, &r);
+    for (int i = 101; i <= 180; i++) {
+        r = rd("a", "temperature", "°C", i, i * 10);
+        append_ok(st, &r);
+    }
+    commit_ok(st);
+    store_close(st);
+    assert_int_equal(series_count(f, "a"), 81);
+    assert_int_equal(q_int(f, "SELECT count(*) FROM readings"), 81);
+    assert_int_equal(q_int(f, "SELECT last_ts FROM series"), 1800);
+    check_invariants(f);
+}
+
+/* A series evicted from a small cache while rows of it wait in the queue
+ * comes back and meets them: resends are still recognised. */
+static void
+test_batch_cache_eviction(void **state)
+{
+    struct fx *f = *state;
+    struct store *st;
+    char name[32];
+    struct store_reading r;
+
+    f->conf.series_cache = 4;
+    st = open_ok(f);
+    begin_ok(st);
+    /* New readings only, round robin over 10 series: under 64 rows, so
+     * on SQLite they all wait in the queue while the cache evicts. */
+    for (int round = 0; round < 5; round++) {
+        for (int i = 0; i < 10; i++) {
+            snprintf(name, sizeof(name), "e%d", i);
+            r = rd(name, "temperature", "°C", round, 100 + round);
+            append_ok(st, &r);
+        }
+    }
+    for (int i = 0; i < 10; i++) { /* resend the newest, then an older */
+        snprintf(name, sizeof(name), "e%d", i);
+        r = rd(name, "temperature", "°C", -1, 104);
+        append_ok(st, &r);
+        r = rd(name, "temperature", "°C", -1, 102);
+        append_ok(st, &r);
+    }
+    for (int round = 5; round < 30; round++) {
+        for (int i = 0; i < 10; i++) {
+            snprintf(name, sizeof(name), "e%d", i);
+            r = rd(name, "temperature", "°C", round, 100 + round);
+            append_ok(st, &r);
+            r = rd(name, "temperature", "°C", -1, 99 + round);
+            append_ok(st, &r);
+        }
+    }
+    commit_ok(st);
+    store_close(st);
+    assert_int_equal(q_int(f, "SELECT count(*) FROM readings"), 300);
+    assert_int_equal(q_int(f, "SELECT min(count) FROM series"), 30);
+    assert_int_equal(q_int(f, "SELECT count(*) FROM readings"
+                              " WHERE value < 0"),
+                     0);
+    check_invariants(f);
+}
+
 /* ------------------------------------------------------------------ */
 /* SQLite-only tests                                                  */
 
@@ -1451,6 +1734,55 @@ test_sqlite_fsync_failure(void **state)
     check_invariants(f);
 }
 
+/*
+ * A failed commit with rows both inserted and queued, retried; then a row
+ * written behind the store's back (another program) that the store's
+ * bound says cannot exist: the commit fails with STORE_E_BUSY instead of
+ * counting it, and the retry finds it.
+ */
+static void
+test_sqlite_batch_faults(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = open_ok(f);
+    struct store_reading r;
+    int rc;
+
+    assert_int_equal(fill_batch(st, 0, 130), 0);
+    fail_sync_wal_at = 1;
+    assert_int_equal(fill_batch(st, 1, 130), STORE_E_IO);
+    assert_int_equal(fill_batch(st, 1, 130), 0);
+    assert_int_equal(fill_batch(st, 1, 130), 0); /* all resent */
+
+    begin_ok(st);
+    r = rd("x", "temperature", "°C", 1, 100);
+    append_ok(st, &r);
+    commit_ok(st);
+    raw_exec(f->path, "INSERT INTO readings (series_id, ts, value, recv_ns,"
+                      " peer_id) SELECT id, 200, 7, 0, 1 FROM series"
+                      " WHERE sensor = 'x';"
+                      "UPDATE series SET count = count + 1, last_ts = 200"
+                      " WHERE sensor = 'x'");
+    begin_ok(st);
+    r = rd("x", "temperature", "°C", 2, 200); /* "new": ts above 100 */
+    append_ok(st, &r);
+    rc = store_commit(st);
+    assert_int_equal(rc, STORE_E_BUSY);
+    assert_non_null(strstr(store_errmsg(st), "already stored"));
+    store_rollback(st);
+    begin_ok(st);
+    append_ok(st, &r);
+    r = rd("x", "temperature", "°C", 3, 300);
+    append_ok(st, &r);
+    commit_ok(st);
+    store_close(st);
+    assert_int_equal(q_int(f, "SELECT count(*) FROM readings"), 263);
+    assert_int_equal(q_int(f, "SELECT count FROM series WHERE sensor = 'x'"),
+                     3);
+    assert_true(stored_value(f, "x", 200) == 7.0);
+    check_invariants(f);
+}
+
 /* What each fsync policy syncs, counted at the VFS. */
 static void
 test_sqlite_sync_policy(void **state)
@@ -1550,6 +1882,12 @@ main(void)
         GENERIC(test_retention_steps),
         GENERIC(test_api_misuse),
         GENERIC(test_series_cache_bound),
+        GENERIC(test_batch_dup_in_batch),
+        GENERIC(test_batch_dup_across),
+        GENERIC(test_batch_out_of_order),
+        GENERIC(test_batch_rollback),
+        GENERIC(test_batch_after_retention),
+        GENERIC(test_batch_cache_eviction),
     };
     const struct CMUnitTest sqlite_only[] = {
         SQLITE_ONLY(test_sqlite_schema),
@@ -1564,6 +1902,7 @@ main(void)
         SQLITE_ONLY(test_sqlite_disk_full_tmpfs),
         SQLITE_ONLY(test_sqlite_disk_full_pages),
         SQLITE_ONLY(test_sqlite_fsync_failure),
+        SQLITE_ONLY(test_sqlite_batch_faults),
         SQLITE_ONLY(test_sqlite_sync_policy),
         SQLITE_ONLY(test_sqlite_alloc_failures),
     };
