@@ -331,6 +331,8 @@ class Sensornet:
     def count(self):
         if self.pg is not None:
             return int(self.pg.sql("SELECT count(*) FROM readings"))
+        if not os.path.exists(self.db):
+            return None     # --db off: nothing to count
         r = subprocess.run(["sqlite3", self.db,
                             "SELECT count(*) FROM readings"],
                            capture_output=True, text=True, timeout=120)
@@ -599,8 +601,10 @@ class Bench:
     # -- scenarios ---------------------------------------------------------
 
     def sensornet_run(self, scenario, system, conns, log_on=True, pg=None,
-                      run=1, mode="line", seconds=None, **kw):
-        srv = Sensornet(self.build, self.tmp, log_on=log_on, pg=pg)
+                      run=1, mode="line", seconds=None, server_extra=(),
+                      **kw):
+        srv = Sensornet(self.build, self.tmp, log_on=log_on, pg=pg,
+                        extra=server_extra)
         try:
             if pg is not None:
                 # PostgreSQL's own processes work for sensornet: count
@@ -654,6 +658,26 @@ class Bench:
         finally:
             srv.stop()
             srv.cleanup()
+
+    def nostore_sweep(self, conns, run=1):
+        """Storage and log.txt off (--db off --log off): parse, batch and
+        acknowledge only, against discard-ack (issue #4's 50 % target)."""
+        if not self.want("nostore"):
+            return
+        for n in conns:
+            self.sensornet_run("ingest", "sensornet-nostore", n,
+                               log_on=False, run=run,
+                               server_extra=["--db", "off"])
+
+    def mqtt_sweep(self, conns, run=1):
+        """sensornet's own MQTT path (first byte on the sensor port), QoS
+        1, stored in SQLite with log.txt, the same load as Mosquitto's."""
+        if not self.want("mqtt"):
+            return
+        for n in conns:
+            self.sensornet_run("ingest", "sensornet-mqtt-qos1", n,
+                               log_on=True, run=run, mode="mqtt",
+                               window=min(1000, window_for(n)))
 
     def pg_sweep(self):
         if not self.want("pg"):
@@ -910,11 +934,13 @@ class Bench:
     def run(self):
         write_machine(self.out, self.tmp)
         self.discard_sweep()
+        self.nostore_sweep(self.conns)
         self.ingest_sweeps()
         self.influx_sweep([n for n in
                            ([1, 10, 100] if not self.quick else [1, 100])
                            if n in self.conns])
         self.mosquitto_sweep(self.conns)
+        self.mqtt_sweep(self.conns)
         self.pg_sweep()
         self.open_at_once()
         self.original()
@@ -942,8 +968,10 @@ class Bench:
                 if self.want(name):
                     self.sensornet_run("ingest", "sensornet-" + name, 100,
                                        log_on=log_on, run=rep)
+            self.nostore_sweep([100], run=rep)
             self.influx_sweep([100], run=rep)
             self.mosquitto_sweep([100], run=rep)
+            self.mqtt_sweep([100], run=rep)
         # Latency at fractions of the maximum: the median of all the
         # 100-connection runs above.
         max_rate = self.median_rate("sensornet-sqlite-logon", 100)
@@ -1322,7 +1350,7 @@ def main():
                     default=os.environ.get("BENCH_QUICK") not in (None, "",
                                                                  "0"))
     ap.add_argument("--only", help="comma list: discard, sqlite-logon, "
-                    "sqlite-logoff, influxdb, mosquitto, pg, burst, "
+                    "sqlite-logoff, nostore, influxdb, mosquitto, mqtt, pg, burst, "
                     "original, latency, idle, floor, profile")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--conns", help="comma list of connection counts for "

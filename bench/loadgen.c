@@ -228,17 +228,25 @@ put_original(char *p, const struct lconn *c, uint64_t seq)
                       "C");
 }
 
-/* An MQTT 3.1.1 PUBLISH, QoS 1, topic "sensors/lg<id>", packet id from
- * seq, payload one line-protocol reading. */
+/* An MQTT 3.1.1 PUBLISH, QoS 1, topic "sensors/lg<id>/temperature"
+ * (docs/protocol.md 7.3), packet id from seq, payload the bare number
+ * "21.34"; the reading is stamped on arrival. */
 static char *
 put_publish(char *p, const struct lconn *c, uint64_t seq)
 {
-    char topic[32], payload[LINE_MAX_LEN];
-    size_t tlen = (size_t)(put_u64(PUT_LIT(topic, "sensors/lg"), c->id) -
-                           topic);
-    size_t plen = (size_t)(put_reading(payload, c, seq) - payload);
-    size_t rem = 2 + tlen + 2 + plen;
+    char topic[48], payload[16], *q;
+    size_t tlen, plen, rem;
+    uint64_t frac = seq % 100;
     uint16_t pid = (uint16_t)(seq % 65535 + 1);
+
+    q = put_u64(PUT_LIT(topic, "sensors/lg"), c->id);
+    tlen = (size_t)(PUT_LIT(q, "/temperature") - topic);
+    q = put_u64(payload, seq % 40);
+    *q++ = '.';
+    *q++ = (char)('0' + frac / 10);
+    *q++ = (char)('0' + frac % 10);
+    plen = (size_t)(q - payload);
+    rem = 2 + tlen + 2 + plen;
 
     *p++ = 0x32; /* PUBLISH, QoS 1 */
     /* Remaining length: under 16384, so at most two bytes. */

@@ -686,6 +686,7 @@ http_main(void *arg)
     struct http *h = arg;
     int rc;
 
+    (void)pthread_setname_np(pthread_self(), "sn-http");
     /* Open the read handle now, so the first request does not wait. */
     (void)http_store(h);
     rc = loop_run(h->loop);

@@ -587,7 +587,13 @@ static void *
 worker_main(void *arg)
 {
     struct worker *w = arg;
-    int rc = loop_run(w->loop);
+    char name[16];
+    int rc;
+
+    /* top, perf and the bench tell the threads apart by these names. */
+    snprintf(name, sizeof(name), "sn-worker-%d", w->id);
+    (void)pthread_setname_np(pthread_self(), name);
+    rc = loop_run(w->loop);
 
     if (rc < 0)
         log_error("worker %d: event loop failed: %s", w->id, strerror(-rc));
