@@ -959,6 +959,10 @@ main(int argc, char **argv)
                 return 1;
             }
         }
+        /* As sensornet-client does: without TCP_NODELAY, Nagle holds a
+         * paced run's small writes until the server's next reply carries
+         * an ACK, and the wait shows up as acknowledgement latency. */
+        net_tune_conn(c->fd);
         if (connect(c->fd, (struct sockaddr *)&addr.ss, addr.len) < 0 &&
             errno != EINPROGRESS) {
             if (first_failure[0] == '\0')
