@@ -15,6 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/file.h"
+
 struct entry {
     const char *id;
     const char *token;
@@ -58,8 +60,7 @@ read_file(struct tokens *t, const char *path, char *err, size_t err_len)
 {
     struct stat st;
     size_t got = 0;
-    ssize_t n;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int rc, fd = open(path, O_RDONLY | O_CLOEXEC);
 
     if (fd < 0 || fstat(fd, &st) < 0) {
         snprintf(err, err_len, "%s: %s", path, strerror(errno));
@@ -79,22 +80,12 @@ read_file(struct tokens *t, const char *path, char *err, size_t err_len)
         close(fd);
         return -EPERM;
     }
-    t->buf = malloc((size_t)st.st_size + 1);
-    if (t->buf == NULL) {
-        close(fd);
-        snprintf(err, err_len, "out of memory");
-        return -ENOMEM;
-    }
-    while (got < (size_t)st.st_size) {
-        n = read(fd, t->buf + got, (size_t)st.st_size - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
+    rc = file_read_all(fd, TOKENS_FILE_MAX, &t->buf, &got);
     close(fd);
-    t->buf[got] = '\0';
+    if (rc < 0) {
+        snprintf(err, err_len, "%s: %s", path, strerror(-rc));
+        return rc;
+    }
     t->buf_len = got;
     return 0;
 }

@@ -23,6 +23,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "util/file.h"
 #include "util/strparse.h"
 
 #define DIGEST_LEN 32 /* SHA-256 */
@@ -203,61 +204,6 @@ parse_entry(struct auth *a, const char *b, const char *e, bool *plain,
     return NULL;
 }
 
-/* Read the whole file (at most AUTH_FILE_MAX bytes) into *buf. */
-static int
-read_all(int fd, char **buf, size_t *len)
-{
-    size_t cap = 4096, n = 0;
-    char *p = malloc(cap);
-
-    if (p == NULL)
-        return -ENOMEM;
-    for (;;) {
-        ssize_t r;
-
-        if (n == cap) {
-            char *q;
-
-            if (cap > AUTH_FILE_MAX) {
-                OPENSSL_cleanse(p, n);
-                free(p);
-                return -EFBIG;
-            }
-            q = malloc(cap * 2);
-            if (q == NULL) {
-                OPENSSL_cleanse(p, n);
-                free(p);
-                return -ENOMEM;
-            }
-            memcpy(q, p, n);
-            OPENSSL_cleanse(p, n);
-            free(p);
-            p = q;
-            cap *= 2;
-        }
-        r = read(fd, p + n, cap - n);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            r = -errno;
-            OPENSSL_cleanse(p, n);
-            free(p);
-            return (int)r;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-    }
-    if (n > AUTH_FILE_MAX) {
-        OPENSSL_cleanse(p, n);
-        free(p);
-        return -EFBIG;
-    }
-    *buf = p;
-    *len = n;
-    return 0;
-}
-
 static int
 cmp_entry(const void *x, const void *y, void *arg)
 {
@@ -310,7 +256,7 @@ auth_load(const char *path, char *err, size_t errlen)
                 AUTH_FILE_MAX);
         goto fail;
     }
-    rc = read_all(fd, &buf, &len);
+    rc = file_read_all(fd, AUTH_FILE_MAX, &buf, &len);
     if (rc < 0) {
         set_err(err, errlen, "%s: %s", path,
                 rc == -EFBIG ? "file too large" : strerror(-rc));

@@ -32,6 +32,7 @@
 #include <gnutls/gnutls.h>
 
 #include "util/clock.h"
+#include "util/file.h"
 #include "util/log.h"
 
 #define MAX_EVENTS 64
@@ -384,9 +385,8 @@ read_pem(const char *what, const char *path, char **out, size_t *out_len,
 {
     struct stat st;
     size_t got = 0;
-    ssize_t n;
     char *buf;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int rc, fd = open(path, O_RDONLY | O_CLOEXEC);
 
     if (fd < 0 || fstat(fd, &st) < 0) {
         snprintf(err, err_len, "%s %s: %s", what, path, strerror(errno));
@@ -401,22 +401,12 @@ read_pem(const char *what, const char *path, char **out, size_t *out_len,
         close(fd);
         return -1;
     }
-    buf = malloc((size_t)st.st_size + 1);
-    if (buf == NULL) {
-        snprintf(err, err_len, "out of memory");
-        close(fd);
+    rc = file_read_all(fd, HTTP_PEM_MAX, &buf, &got);
+    close(fd);
+    if (rc < 0) {
+        snprintf(err, err_len, "%s %s: %s", what, path, strerror(-rc));
         return -1;
     }
-    while (got < (size_t)st.st_size) {
-        n = read(fd, buf + got, (size_t)st.st_size - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
-    close(fd);
-    buf[got] = '\0';
     *out = buf;
     *out_len = got;
     return 0;
