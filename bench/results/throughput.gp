@@ -10,8 +10,10 @@ set key outside right
 set format y '%.0s%c'
 plot 'throughput-0.dat' using 1:2:3:4 with yerrorlines lw 2 title 'discard-ack', \
      'throughput-1.dat' using 1:2:3:4 with yerrorlines lw 2 title 'discard-drop', \
-     'throughput-2.dat' using 1:2:3:4 with yerrorlines lw 2 title 'sensornet-sqlite-logon', \
-     'throughput-3.dat' using 1:2:3:4 with yerrorlines lw 2 title 'sensornet-sqlite-logoff', \
-     'throughput-4.dat' using 1:2:3:4 with yerrorlines lw 2 title 'influxdb-1.6.7~rc0', \
-     'throughput-5.dat' using 1:2:3:4 with yerrorlines lw 2 title 'mosquitto-qos1', \
-     'throughput-6.dat' using 1:2:3:4 with yerrorlines lw 2 title 'sensornet-pg-logon'
+     'throughput-2.dat' using 1:2:3:4 with yerrorlines lw 2 title 'sensornet-nostore', \
+     'throughput-3.dat' using 1:2:3:4 with yerrorlines lw 2 title 'sensornet-sqlite-logon', \
+     'throughput-4.dat' using 1:2:3:4 with yerrorlines lw 2 title 'sensornet-sqlite-logoff', \
+     'throughput-5.dat' using 1:2:3:4 with yerrorlines lw 2 title 'influxdb-1.6.7~rc0', \
+     'throughput-6.dat' using 1:2:3:4 with yerrorlines lw 2 title 'mosquitto-qos1', \
+     'throughput-7.dat' using 1:2:3:4 with yerrorlines lw 2 title 'sensornet-mqtt-qos1', \
+     'throughput-8.dat' using 1:2:3:4 with yerrorlines lw 2 title 'sensornet-pg-logon'
