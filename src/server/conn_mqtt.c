@@ -106,6 +106,8 @@ violation(struct conn *c, const char *reason)
     struct worker *w = c->w;
     uint64_t suppressed;
 
+    atomic_fetch_add_explicit(&w->stats.mqtt_violations, 1,
+                              memory_order_relaxed);
     if (log_ratelimit(&w->mqtt_rl, w->now_ms, 10000, &suppressed))
         log_warn("mqtt %s: %s, closing (%llu more violations since the "
                  "last message)",
@@ -159,6 +161,8 @@ puback(struct conn *c, uint16_t packet_id)
     uint8_t b[MQTT_ACK_SIZE];
 
     reply(c, b, mqtt_encode_puback(b, sizeof(b), packet_id));
+    atomic_fetch_add_explicit(&c->w->stats.mqtt_pubacks, 1,
+                              memory_order_relaxed);
 }
 
 void
@@ -262,21 +266,29 @@ on_connect(struct conn *c, const struct mqtt_connect *cn)
 
     if (code == MQTT_CONNACK_ACCEPTED)
         code = authenticate(c, cn);
-    if (code != MQTT_CONNACK_ACCEPTED)
+    if (code != MQTT_CONNACK_ACCEPTED) {
+        atomic_fetch_add_explicit(&w->stats.mqtt_connects_refused, 1,
+                                  memory_order_relaxed);
         return connack(c, code);
+    }
     /* An empty id (clean session only, checked by mqtt_parse) is nobody
      * else's: it takes nothing over. */
     if (cn->client_id.len > 0) {
         rc = mqtt_sessions_claim(w->sessions, &mq->sess, &w->mbox, c,
                                  cn->client_id.p, cn->client_id.len);
-        if (rc < 0)
+        if (rc < 0) {
+            atomic_fetch_add_explicit(&w->stats.mqtt_connects_refused, 1,
+                                      memory_order_relaxed);
             return connack(c, MQTT_CONNACK_UNAVAILABLE);
+        }
         if (rc > 0)
             log_debug("mqtt %s: client id taken over from an older "
                       "connection",
                       c->peer);
     }
     mq->connected = true;
+    atomic_fetch_add_explicit(&w->stats.mqtt_connects, 1,
+                              memory_order_relaxed);
     if (cn->keep_alive > 0) {
         /* MQTT-3.1.2-24: one and a half keep alives without a packet. */
         mq->ka_ms = (int64_t)cn->keep_alive * 1500;
@@ -338,6 +350,8 @@ on_publish(struct conn *c, const struct mqtt_publish *pub)
         hold(c);
         return PKT_AGAIN;
     }
+    atomic_fetch_add_explicit(&w->stats.mqtt_publish[pub->qos], 1,
+                              memory_order_relaxed);
     rc = mqtt_publish_to_line(pub, w->pl);
     if (rc != PROTO_OK) {
         bad_publish(c, pub, rc);
@@ -505,5 +519,7 @@ conn_mqtt_evicted(struct worker *w)
         n = mqtt_sessions_evicted(w->sessions, &w->mbox, v, EVICT_BATCH);
         for (i = 0; i < n; i++)
             conn_close_later(v[i], "client id taken over");
+        atomic_fetch_add_explicit(&w->stats.mqtt_takeovers, n,
+                                  memory_order_relaxed);
     } while (n == EVICT_BATCH);
 }

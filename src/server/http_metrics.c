@@ -114,6 +114,8 @@ struct tcp_sum {
     uint64_t conns_total, conns_refused, lines_accepted, lines_refused;
     uint64_t readings, bytes_in, http_on_sensor_port, idle_closed;
     uint64_t log_lines_dropped;
+    uint64_t mqtt_connects, mqtt_connects_refused, mqtt_publish[2];
+    uint64_t mqtt_pubacks, mqtt_violations, mqtt_takeovers;
     uint64_t refused_by[WORKER_REFUSE_REASONS];
 };
 
@@ -135,6 +137,13 @@ sum_workers(const struct http *h, struct tcp_sum *s)
         s->http_on_sensor_port += ld(&w->http_on_sensor_port);
         s->idle_closed += ld(&w->idle_closed);
         s->log_lines_dropped += ld(&w->log_lines_dropped);
+        s->mqtt_connects += ld(&w->mqtt_connects);
+        s->mqtt_connects_refused += ld(&w->mqtt_connects_refused);
+        s->mqtt_publish[0] += ld(&w->mqtt_publish[0]);
+        s->mqtt_publish[1] += ld(&w->mqtt_publish[1]);
+        s->mqtt_pubacks += ld(&w->mqtt_pubacks);
+        s->mqtt_violations += ld(&w->mqtt_violations);
+        s->mqtt_takeovers += ld(&w->mqtt_takeovers);
         for (k = 0; k < WORKER_REFUSE_REASONS; k++)
             s->refused_by[k] += ld(&w->refused_by[k]);
     }
@@ -188,6 +197,30 @@ http_metrics(struct http *h, struct MHD_Connection *c)
             tcp.idle_closed);
     counter(&t, "sensornet_received_bytes_total",
             "Bytes received on the sensor port.", tcp.bytes_in);
+    counter(&t, "sensornet_mqtt_connections_total",
+            "MQTT CONNECTs accepted (CONNACK 0).", tcp.mqtt_connects);
+    counter(&t, "sensornet_mqtt_connections_refused_total",
+            "MQTT CONNECTs refused (CONNACK 1 to 5: protocol level, "
+            "client id, credentials).",
+            tcp.mqtt_connects_refused);
+    head(&t, "sensornet_mqtt_publish_total", "counter",
+         "MQTT PUBLISH packets taken, by QoS (QoS 2 is a violation).");
+    put(&t, "sensornet_mqtt_publish_total{qos=\"0\"} %" PRIu64 "\n",
+        tcp.mqtt_publish[0]);
+    put(&t, "sensornet_mqtt_publish_total{qos=\"1\"} %" PRIu64 "\n",
+        tcp.mqtt_publish[1]);
+    counter(&t, "sensornet_mqtt_puback_total",
+            "MQTT PUBACKs sent, each after its reading was committed.",
+            tcp.mqtt_pubacks);
+    counter(&t, "sensornet_mqtt_violations_total",
+            "MQTT connections closed for a protocol violation: a "
+            "malformed packet, QoS 2, another sensor's topic (not a "
+            "keep alive that expired).",
+            tcp.mqtt_violations);
+    counter(&t, "sensornet_mqtt_takeovers_total",
+            "MQTT connections closed because a newer one took their "
+            "client id.",
+            tcp.mqtt_takeovers);
     gauge(&t, "sensornet_sensors_connected",
           "Sensors whose latest reading came over a connection open now.",
           presence_size(sh->presence));

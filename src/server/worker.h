@@ -31,6 +31,13 @@ struct worker_stats {
     atomic_uint_fast64_t http_on_sensor_port;
     atomic_uint_fast64_t idle_closed;
     atomic_uint_fast64_t log_lines_dropped;
+    /* MQTT (conn_mqtt.c), for /metrics. */
+    atomic_uint_fast64_t mqtt_connects;          /* CONNACK 0 sent */
+    atomic_uint_fast64_t mqtt_connects_refused;  /* CONNACK 1 to 5 */
+    atomic_uint_fast64_t mqtt_publish[2];        /* by QoS 0, 1 */
+    atomic_uint_fast64_t mqtt_pubacks;
+    atomic_uint_fast64_t mqtt_violations;        /* closed, no answer */
+    atomic_uint_fast64_t mqtt_takeovers;         /* closed for a newer one */
     /* HTTP API hook: lines_refused by reason, indexed by -enum proto_rc
      * (for /metrics). */
     atomic_uint_fast64_t refused_by[WORKER_REFUSE_REASONS];

@@ -539,3 +539,47 @@ def test_keep_alive_zero_uses_idle_timeout(server):
     time.sleep(1.5)             # past the idle timeout, well within 90 s
     long_ka.send(PINGREQ)
     assert long_ka.read_packet() == PINGRESP
+
+
+def test_metrics_count_mqtt(server, tmp_path):
+    """/metrics: CONNACKs, PUBLISHes by QoS, PUBACKs, violations and
+    takeovers, each from something the test did."""
+    hport = get_port()
+    srv = mqtt_server(server, "--tokens", tokens_file(tmp_path),
+                      "--http", "127.0.0.1:%d" % hport)
+    a = connected(srv.mqtt_port, client_id="m1", user="Sensor1",
+                  password=TOKEN1)
+    for pid in (1, 2, 3):
+        a.send(publish("sensors/Sensor1/temperature", "2%d" % pid, qos=1,
+                       pid=pid))
+        assert a.read_packet() == puback(pid)
+    a.send(publish("sensors/Sensor1/temperature", "30", qos=0))
+    # Taken over: the same client id again.
+    b = connected(srv.mqtt_port, client_id="m1", user="Sensor1",
+                  password=TOKEN1)
+    assert a.closed() == b""
+    # Refused: a wrong password gets CONNACK 4.
+    r = mosquitto_pub(srv.mqtt_port, "-q", "1", "-u", "Sensor1", "-P",
+                      "wrong-token-0123456789", "-t",
+                      "sensors/Sensor1/temperature", "-m", "1")
+    assert r.returncode != 0
+    # A violation: QoS 2.
+    b.send(publish("sensors/Sensor1/temperature", "20", qos=2, pid=9))
+    assert b.closed() == b""
+
+    def metrics():
+        out = subprocess.run(["curl", "-s", "http://127.0.0.1:%d/metrics"
+                              % hport], capture_output=True,
+                             timeout=30).stdout.decode()
+        return dict(l.rsplit(" ", 1) for l in out.splitlines()
+                    if l.startswith("sensornet_mqtt_"))
+
+    m = wait_until(lambda: (lambda m: m if m.get(
+        'sensornet_mqtt_publish_total{qos="0"}') == "1" else None)(
+        metrics()), what="the QoS 0 publish counted")
+    assert m["sensornet_mqtt_connections_total"] == "2"
+    assert m["sensornet_mqtt_connections_refused_total"] == "1"
+    assert m['sensornet_mqtt_publish_total{qos="1"}'] == "3"
+    assert m["sensornet_mqtt_puback_total"] == "3"
+    assert m["sensornet_mqtt_violations_total"] == "1"
+    assert m["sensornet_mqtt_takeovers_total"] == "1"
