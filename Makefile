@@ -40,6 +40,8 @@ LIB_SRC    := $(sort $(wildcard lib/*/*.c))
 SERVER_SRC := $(sort $(wildcard src/server/*.c))
 CLIENT_SRC := $(sort $(wildcard src/client/*.c))
 UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
+# Shared test helpers (tests/unit/*.c that are not a test_*.c of their own).
+UNIT_HELP  := $(filter-out $(UNIT_SRC),$(sort $(wildcard tests/unit/*.c)))
 FUZZ_SRC   := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -49,6 +51,7 @@ CLIENT_OBJ := $(CLIENT_SRC:%.c=$(BUILD)/%.o)
 SERVER_MOD := $(filter-out $(BUILD)/src/server/main.o,$(SERVER_OBJ))
 CLIENT_MOD := $(filter-out $(BUILD)/src/client/main.o,$(CLIENT_OBJ))
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+UNIT_HELP_OBJ := $(UNIT_HELP:%.c=$(BUILD)/%.o)
 LIBSN      := $(BUILD)/libsensornet.a
 
 BENCH_BIN  := $(BUILD)/loadgen
@@ -74,7 +77,8 @@ $(SERVER_BIN): $(SERVER_OBJ) $(LIBSN)
 $(CLIENT_BIN): $(CLIENT_OBJ) $(LIBSN)
 	$(LINK) -o $@ $^ $(PKG_LIBS) -lm
 
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(SERVER_MOD) $(CLIENT_MOD) $(LIBSN)
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(UNIT_HELP_OBJ) $(SERVER_MOD) \
+    $(CLIENT_MOD) $(LIBSN)
 	@mkdir -p $(dir $@)
 	$(LINK) -o $@ $^ $(PKG_LIBS) -lcmocka -lm
 

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "golden.h"
 #include "proto/proto.h"
 #include "util/strparse.h"
 
@@ -26,229 +27,7 @@
 
 static struct proto_line g_line, g_line2;
 
-/* ---- helpers (as test_proto.c's) ---------------------------------------- */
-
-struct sbuf {
-    char *p;
-    size_t len, cap;
-};
-
-static void
-sb_put(struct sbuf *b, const char *p, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        b->p = realloc(b->p, cap);
-        assert_non_null(b->p);
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void
-sb_puts(struct sbuf *b, const char *s)
-{
-    sb_put(b, s, strlen(s));
-}
-
-static void
-sb_printf(struct sbuf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void
-sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-    char tmp[512];
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    assert_true(n >= 0 && (size_t)n < sizeof(tmp));
-    sb_put(b, tmp, (size_t)n);
-}
-
-static void
-sb_quoted(struct sbuf *b, const char *p, size_t len)
-{
-    const char *end = p + len;
-
-    sb_puts(b, "\"");
-    while (p < end) {
-        unsigned char c = (unsigned char)*p;
-        size_t n = sp_utf8_len(p, end);
-
-        if (c == '"' || c == '\\') {
-            sb_put(b, "\\", 1);
-            sb_put(b, p, 1);
-            p++;
-        } else if (c < 0x20 || c == 0x7f || n == 0) {
-            sb_printf(b, "\\x%02x", c);
-            p++;
-        } else {
-            sb_put(b, p, n);
-            p += n;
-        }
-    }
-    sb_puts(b, "\"");
-}
-
-static void
-sb_value(struct sbuf *b, double v)
-{
-    char tmp[64];
-    int prec;
-
-    for (prec = 15; prec <= 17; prec++) {
-        snprintf(tmp, sizeof(tmp), "%.*g", prec, v);
-        if (strtod(tmp, NULL) == v)
-            break;
-    }
-    sb_puts(b, tmp);
-}
-
-static void
-render_parse(struct sbuf *b, int rc, const struct proto_line *pl)
-{
-    size_t i;
-
-    if (rc != PROTO_OK) {
-        sb_printf(b, "err %s", proto_strerror(rc));
-        return;
-    }
-    sb_puts(b, pl->fmt == PROTO_FMT_TEXT       ? "ok text"
-               : pl->fmt == PROTO_FMT_INFLUX   ? "ok influx"
-               : pl->fmt == PROTO_FMT_GRAPHITE ? "ok graphite"
-                                               : "ok ???");
-    if (pl->has_ts)
-        sb_printf(b, " %lld", (long long)pl->ts_ns);
-    else
-        sb_puts(b, " -");
-    for (i = 0; i < pl->n; i++) {
-        const struct proto_reading *r = &pl->r[i];
-
-        sb_puts(b, " | ");
-        sb_quoted(b, r->sensor.p, r->sensor.len);
-        sb_puts(b, " ");
-        sb_quoted(b, r->quantity.p, r->quantity.len);
-        sb_puts(b, " ");
-        sb_quoted(b, r->unit.p, r->unit.len);
-        sb_puts(b, " ");
-        sb_value(b, r->value);
-    }
-}
-
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-static long
-decode_input(char *s, size_t len)
-{
-    size_t i = 0, o = 0;
-
-    while (i < len) {
-        if (s[i] != '\\') {
-            s[o++] = s[i++];
-            continue;
-        }
-        if (i + 1 >= len)
-            return -1;
-        switch (s[i + 1]) {
-        case '\\': s[o++] = '\\'; i += 2; break;
-        case 't': s[o++] = '\t'; i += 2; break;
-        case 'r': s[o++] = '\r'; i += 2; break;
-        case 'n': s[o++] = '\n'; i += 2; break;
-        case '0': s[o++] = '\0'; i += 2; break;
-        case 'x':
-            if (i + 3 >= len || hexval(s[i + 2]) < 0 || hexval(s[i + 3]) < 0)
-                return -1;
-            s[o++] = (char)(hexval(s[i + 2]) * 16 + hexval(s[i + 3]));
-            i += 4;
-            break;
-        default:
-            return -1;
-        }
-    }
-    return (long)o;
-}
-
-static char *
-read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    size_t cap = 0, n = 0;
-
-    if (f == NULL)
-        fail_msg("cannot open %s (run from the repository root)", path);
-    for (;;) {
-        size_t got;
-
-        if (n + 4096 > cap) {
-            cap = cap ? cap * 2 : 65536;
-            buf = realloc(buf, cap + 1);
-            assert_non_null(buf);
-        }
-        got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    fclose(f);
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
-
-/* Bytes in an exactly-sized heap block, so ASan sees any overread. */
-static char *
-exact_copy(const char *p, size_t len)
-{
-    char *c = malloc(len ? len : 1);
-
-    assert_non_null(c);
-    if (len > 0)
-        memcpy(c, p, len);
-    return c;
-}
-
 /* ---- the golden table ---------------------------------------------------- */
-
-struct case_file {
-    char *buf;
-    size_t len, pos;
-    unsigned lineno;
-};
-
-static char *
-next_line(struct case_file *cf, size_t *len)
-{
-    char *s, *nl;
-
-    if (cf->pos >= cf->len)
-        return NULL;
-    s = cf->buf + cf->pos;
-    nl = memchr(s, '\n', cf->len - cf->pos);
-    *len = nl ? (size_t)(nl - s) : cf->len - cf->pos;
-    cf->pos += *len + (nl ? 1 : 0);
-    cf->lineno++;
-    return s;
-}
 
 /* "@line [prefix=STR] [parts=N]" or "@graphite ...". */
 static void
@@ -297,7 +76,7 @@ parse_mode(const char *line, size_t len, unsigned lineno, bool *only,
 static void
 test_golden_cases(void **state)
 {
-    struct case_file cf = { 0 };
+    struct gd_case_file cf = { 0 };
     struct proto_graphite_map map = { 0 };
     struct proto_opts opts = { .ts_mult = 0, .graphite = &map };
     struct sbuf got = { 0 };
@@ -308,8 +87,8 @@ test_golden_cases(void **state)
     size_t len;
 
     (void)state;
-    cf.buf = read_file(CASES_PATH, &cf.len);
-    while ((line = next_line(&cf, &len)) != NULL) {
+    cf.buf = gd_read_file(CASES_PATH, &cf.len);
+    while ((line = gd_next_line(&cf, &len)) != NULL) {
         char *exp, *raw = line, *copy;
         size_t exp_len, raw_len = len;
         long in_len;
@@ -325,25 +104,25 @@ test_golden_cases(void **state)
         }
         in_lineno = cf.lineno;
         if (line[0] == '~') {
-            line = exact_copy(raw + 1, len - 1);
-            in_len = decode_input(line, len - 1);
+            line = gd_exact_copy(raw + 1, len - 1);
+            in_len = gd_decode_input(line, len - 1);
             if (in_len < 0)
                 fail_msg("%s:%u: bad escape in input", CASES_PATH,
                          in_lineno);
         } else {
             in_len = (long)len;
         }
-        exp = next_line(&cf, &exp_len);
+        exp = gd_next_line(&cf, &exp_len);
         if (exp == NULL)
             fail_msg("%s:%u: input without expected line", CASES_PATH,
                      in_lineno);
-        copy = exact_copy(line, (size_t)in_len);
+        copy = gd_exact_copy(line, (size_t)in_len);
         rc = only ? proto_parse_graphite(copy, (size_t)in_len, &opts,
                                          &g_line)
                   : proto_parse_line(copy, (size_t)in_len, &opts, &g_line);
         got.len = 0;
         sb_puts(&got, "");
-        render_parse(&got, rc, &g_line);
+        gd_render_parse(&got, rc, &g_line);
         n_cases++;
         if (got.len != exp_len || memcmp(got.p, exp, exp_len) != 0) {
             n_fail++;
@@ -368,8 +147,8 @@ static void
 test_doc_examples_in_cases(void **state)
 {
     size_t dlen, clen, missing = 0, n = 0;
-    char *doc = read_file(DOC_PATH, &dlen);
-    char *cases = read_file(CASES_PATH, &clen);
+    char *doc = gd_read_file(DOC_PATH, &dlen);
+    char *cases = gd_read_file(CASES_PATH, &clen);
     char *p = doc, *end = doc + dlen;
     bool in_fence = false;
 
@@ -423,7 +202,7 @@ test_parse_in_place(void **state)
     char *c;
 
     (void)state;
-    c = exact_copy(lower, strlen(lower));
+    c = gd_exact_copy(lower, strlen(lower));
     assert_int_equal(proto_parse_line(c, strlen(lower), NULL, &g_line),
                      PROTO_OK);
     assert_int_equal(g_line.fmt, PROTO_FMT_GRAPHITE);
@@ -432,7 +211,7 @@ test_parse_in_place(void **state)
     assert_int_equal(g_line.scratch_used, 0);
     free(c);
 
-    c = exact_copy(upper, strlen(upper));
+    c = gd_exact_copy(upper, strlen(upper));
     assert_int_equal(proto_parse_line(c, strlen(upper), NULL, &g_line),
                      PROTO_OK);
     assert_true(points_into(g_line.r[0].sensor, c, strlen(upper)));
@@ -442,7 +221,7 @@ test_parse_in_place(void **state)
     free(c);
 
     /* Known quantities come from the static table, like the unit. */
-    c = exact_copy(known, strlen(known));
+    c = gd_exact_copy(known, strlen(known));
     assert_int_equal(proto_parse_line(c, strlen(known), NULL, &g_line),
                      PROTO_OK);
     assert_int_equal(g_line.scratch_used, 0);
@@ -538,7 +317,7 @@ test_prefixes(void **state)
         size_t len = strlen(lines[i]);
 
         for (n = 0; n <= len; n++) {
-            char *c = exact_copy(lines[i], n);
+            char *c = gd_exact_copy(lines[i], n);
 
             (void)proto_parse_line(c, n, &o, &g_line);
             (void)proto_parse_graphite(c, n, NULL, &g_line);

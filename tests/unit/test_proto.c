@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "golden.h"
 #include "proto/proto.h"
 #include "util/strparse.h"
 
@@ -39,239 +40,15 @@
 /* One proto_line for the whole run: it is 64 KiB + readings. */
 static struct proto_line g_line;
 
-/* ---- small helpers ---------------------------------------------------- */
-
-struct sbuf {
-    char *p;
-    size_t len, cap;
-};
-
-static void
-sb_put(struct sbuf *b, const char *p, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        b->p = realloc(b->p, cap);
-        assert_non_null(b->p);
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void
-sb_puts(struct sbuf *b, const char *s)
-{
-    sb_put(b, s, strlen(s));
-}
-
-static void
-sb_printf(struct sbuf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void
-sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-    char tmp[512];
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    assert_true(n >= 0 && (size_t)n < sizeof(tmp));
-    sb_put(b, tmp, (size_t)n);
-}
-
-static void
-sb_quoted(struct sbuf *b, const char *p, size_t len)
-{
-    const char *end = p + len;
-
-    sb_puts(b, "\"");
-    while (p < end) {
-        unsigned char c = (unsigned char)*p;
-        size_t n = sp_utf8_len(p, end);
-
-        if (c == '"' || c == '\\') {
-            sb_put(b, "\\", 1);
-            sb_put(b, p, 1);
-            p++;
-        } else if (c < 0x20 || c == 0x7f || n == 0) {
-            sb_printf(b, "\\x%02x", c);
-            p++;
-        } else {
-            sb_put(b, p, n);
-            p += n;
-        }
-    }
-    sb_puts(b, "\"");
-}
-
-/* Shortest of %.15g %.16g %.17g that reads back to exactly v. */
-static void
-sb_value(struct sbuf *b, double v)
-{
-    char tmp[64];
-    int prec;
-
-    for (prec = 15; prec <= 17; prec++) {
-        snprintf(tmp, sizeof(tmp), "%.*g", prec, v);
-        if (strtod(tmp, NULL) == v)
-            break;
-    }
-    sb_puts(b, tmp);
-}
-
-static void
-render_parse(struct sbuf *b, int rc, const struct proto_line *pl)
-{
-    size_t i;
-
-    if (rc != PROTO_OK) {
-        sb_printf(b, "err %s", proto_strerror(rc));
-        return;
-    }
-    sb_puts(b, pl->fmt == PROTO_FMT_TEXT     ? "ok text"
-               : pl->fmt == PROTO_FMT_INFLUX ? "ok influx"
-                                             : "ok ???");
-    if (pl->has_ts)
-        sb_printf(b, " %lld", (long long)pl->ts_ns);
-    else
-        sb_puts(b, " -");
-    for (i = 0; i < pl->n; i++) {
-        const struct proto_reading *r = &pl->r[i];
-
-        sb_puts(b, " | ");
-        sb_quoted(b, r->sensor.p, r->sensor.len);
-        sb_puts(b, " ");
-        sb_quoted(b, r->quantity.p, r->quantity.len);
-        sb_puts(b, " ");
-        sb_quoted(b, r->unit.p, r->unit.len);
-        sb_puts(b, " ");
-        sb_value(b, r->value);
-    }
-}
-
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Decode a "~" input in place; returns its length, or -1 if malformed. */
-static long
-decode_input(char *s, size_t len)
-{
-    size_t i = 0, o = 0;
-
-    while (i < len) {
-        if (s[i] != '\\') {
-            s[o++] = s[i++];
-            continue;
-        }
-        if (i + 1 >= len)
-            return -1;
-        switch (s[i + 1]) {
-        case '\\': s[o++] = '\\'; i += 2; break;
-        case 't': s[o++] = '\t'; i += 2; break;
-        case 'r': s[o++] = '\r'; i += 2; break;
-        case 'n': s[o++] = '\n'; i += 2; break;
-        case '0': s[o++] = '\0'; i += 2; break;
-        case 'x':
-            if (i + 3 >= len || hexval(s[i + 2]) < 0 || hexval(s[i + 3]) < 0)
-                return -1;
-            s[o++] = (char)(hexval(s[i + 2]) * 16 + hexval(s[i + 3]));
-            i += 4;
-            break;
-        default:
-            return -1;
-        }
-    }
-    return (long)o;
-}
-
-static char *
-read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    size_t cap = 0, n = 0;
-
-    if (f == NULL)
-        fail_msg("cannot open %s (run from the repository root)", path);
-    for (;;) {
-        size_t got;
-
-        if (n + 4096 > cap) {
-            cap = cap ? cap * 2 : 65536;
-            buf = realloc(buf, cap + 1);
-            assert_non_null(buf);
-        }
-        got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    fclose(f);
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
-
-/* Bytes in an exactly-sized heap block, so ASan sees any overread. */
-static char *
-exact_copy(const char *p, size_t len)
-{
-    char *c = malloc(len ? len : 1);
-
-    assert_non_null(c);
-    if (len > 0)
-        memcpy(c, p, len);
-    return c;
-}
-
 /* ---- the golden table ------------------------------------------------- */
 
 enum mode { M_LINE, M_TEXT, M_HUMAN, M_ESCAPE, M_HTTP, M_CANON, M_UTF8 };
-
-struct case_file {
-    char *buf;
-    size_t len, pos;
-    unsigned lineno;
-};
-
-/* Next line of the file (without LF), or NULL at its end. */
-static char *
-next_line(struct case_file *cf, size_t *len)
-{
-    char *s, *nl;
-
-    if (cf->pos >= cf->len)
-        return NULL;
-    s = cf->buf + cf->pos;
-    nl = memchr(s, '\n', cf->len - cf->pos);
-    *len = nl ? (size_t)(nl - s) : cf->len - cf->pos;
-    cf->pos += *len + (nl ? 1 : 0);
-    cf->lineno++;
-    return s;
-}
 
 static void
 run_case(enum mode mode, const struct proto_opts *opts, const char *in,
          size_t in_len, struct sbuf *got)
 {
-    char *copy = exact_copy(in, in_len);
+    char *copy = gd_exact_copy(in, in_len);
     int rc;
 
     got->len = 0;
@@ -279,18 +56,18 @@ run_case(enum mode mode, const struct proto_opts *opts, const char *in,
     switch (mode) {
     case M_LINE:
         rc = proto_parse_line(copy, in_len, opts, &g_line);
-        render_parse(got, rc, &g_line);
+        gd_render_parse(got, rc, &g_line);
         break;
     case M_TEXT:
         rc = proto_parse_text(copy, in_len, &g_line);
-        render_parse(got, rc, &g_line);
+        gd_render_parse(got, rc, &g_line);
         break;
     case M_HUMAN: {
         size_t i;
 
         rc = proto_parse_line(copy, in_len, opts, &g_line);
         if (rc != PROTO_OK) {
-            render_parse(got, rc, &g_line);
+            gd_render_parse(got, rc, &g_line);
             break;
         }
         for (i = 0; i < g_line.n; i++) {
@@ -337,7 +114,7 @@ run_case(enum mode mode, const struct proto_opts *opts, const char *in,
 static void
 test_golden_cases(void **state)
 {
-    struct case_file cf = { 0 };
+    struct gd_case_file cf = { 0 };
     struct proto_opts opts = { .ts_mult = 0 };
     enum mode mode = M_LINE;
     struct sbuf got = { 0 };
@@ -346,8 +123,8 @@ test_golden_cases(void **state)
     size_t len;
 
     (void)state;
-    cf.buf = read_file(CASES_PATH, &cf.len);
-    while ((line = next_line(&cf, &len)) != NULL) {
+    cf.buf = gd_read_file(CASES_PATH, &cf.len);
+    while ((line = gd_next_line(&cf, &len)) != NULL) {
         char *exp, *raw = line;
         size_t exp_len, raw_len = len;
         long in_len;
@@ -396,15 +173,15 @@ test_golden_cases(void **state)
         in_lineno = cf.lineno;
         if (line[0] == '~') {
             /* Decode a copy: the raw line is printed on mismatch. */
-            line = exact_copy(raw + 1, len - 1);
-            in_len = decode_input(line, len - 1);
+            line = gd_exact_copy(raw + 1, len - 1);
+            in_len = gd_decode_input(line, len - 1);
             if (in_len < 0)
                 fail_msg("%s:%u: bad escape in input", CASES_PATH,
                          in_lineno);
         } else {
             in_len = (long)len;
         }
-        exp = next_line(&cf, &exp_len);
+        exp = gd_next_line(&cf, &exp_len);
         if (exp == NULL)
             fail_msg("%s:%u: input without expected line", CASES_PATH,
                      in_lineno);
@@ -435,8 +212,8 @@ static void
 test_doc_examples_in_cases(void **state)
 {
     size_t dlen, clen, missing = 0, n = 0;
-    char *doc = read_file(DOC_PATH, &dlen);
-    char *cases = read_file(CASES_PATH, &clen);
+    char *doc = gd_read_file(DOC_PATH, &dlen);
+    char *cases = gd_read_file(CASES_PATH, &clen);
     char *p = doc, *end = doc + dlen;
     bool in_fence = false;
 
@@ -493,7 +270,7 @@ test_parse_in_place(void **state)
     char *c;
 
     (void)state;
-    c = exact_copy(txt, strlen(txt));
+    c = gd_exact_copy(txt, strlen(txt));
     assert_int_equal(proto_parse_line(c, strlen(txt), NULL, &g_line),
                      PROTO_OK);
     assert_true(points_into(g_line.r[0].sensor, c, strlen(txt)));
@@ -501,7 +278,7 @@ test_parse_in_place(void **state)
     assert_int_equal(g_line.scratch_used, 0);
     free(c);
 
-    c = exact_copy(lp, strlen(lp));
+    c = gd_exact_copy(lp, strlen(lp));
     assert_int_equal(proto_parse_line(c, strlen(lp), NULL, &g_line),
                      PROTO_OK);
     assert_int_equal(g_line.n, 2);
@@ -512,7 +289,7 @@ test_parse_in_place(void **state)
 
     /* Escaped tokens and upper-case unknown keys go to scratch, and only
      * as many bytes as they hold. */
-    c = exact_copy(esc, strlen(esc));
+    c = gd_exact_copy(esc, strlen(esc));
     assert_int_equal(proto_parse_line(c, strlen(esc), NULL, &g_line),
                      PROTO_OK);
     assert_int_equal(g_line.n, 2);
@@ -541,7 +318,7 @@ test_prefixes(void **state)
         size_t len = strlen(lines[i]);
 
         for (n = 0; n <= len; n++) {
-            char *c = exact_copy(lines[i], n);
+            char *c = gd_exact_copy(lines[i], n);
             char out[256];
             int rc = proto_parse_line(c, n, NULL, &g_line);
 
