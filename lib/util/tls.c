@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,10 @@
 #define SID_CTX "sensornet"
 
 struct tls_ctx {
+    /* Held shared by tls_new, exclusively by tls_ctx_reload to swap ssl;
+     * connections already made keep the SSL_CTX they were made from
+     * (OpenSSL counts its references). */
+    pthread_rwlock_t lock;
     SSL_CTX *ssl;
     bool server;
     bool verify_peer; /* server: client certificates required */
@@ -107,6 +112,7 @@ ctx_new(bool server, char *err, size_t err_len)
         free(ctx);
         return NULL;
     }
+    pthread_rwlock_init(&ctx->lock, NULL);
     SSL_CTX_set_min_proto_version(ctx->ssl, TLS1_2_VERSION);
     /* Renegotiation (TLS 1.2) would let a write wait for a read at any
      * time; nothing here needs it. */
@@ -235,8 +241,29 @@ tls_ctx_free(struct tls_ctx *ctx)
 {
     if (ctx == NULL)
         return;
+    pthread_rwlock_destroy(&ctx->lock);
     SSL_CTX_free(ctx->ssl);
     free(ctx);
+}
+
+int
+tls_ctx_reload(struct tls_ctx *ctx, const char *cert_file,
+               const char *key_file, const char *ca_file, char *err,
+               size_t err_len)
+{
+    struct tls_ctx *n = tls_ctx_server(cert_file, key_file, ca_file, err,
+                                       err_len);
+    SSL_CTX *old;
+
+    if (n == NULL)
+        return -EINVAL;
+    pthread_rwlock_wrlock(&ctx->lock);
+    old = ctx->ssl;
+    ctx->ssl = n->ssl; /* verify_peer: the same ca_file, the same value */
+    pthread_rwlock_unlock(&ctx->lock);
+    n->ssl = old; /* dropped with n; live connections hold their own */
+    tls_ctx_free(n);
+    return 0;
 }
 
 bool
@@ -264,7 +291,9 @@ tls_new(struct tls_ctx *ctx, int fd, const char *server_name)
     if (t == NULL)
         return NULL;
     ERR_clear_error();
+    pthread_rwlock_rdlock(&ctx->lock);
     t->ssl = SSL_new(ctx->ssl);
+    pthread_rwlock_unlock(&ctx->lock);
     if (t->ssl == NULL || SSL_set_fd(t->ssl, fd) != 1)
         goto nomem;
     t->fd = fd;

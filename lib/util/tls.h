@@ -63,6 +63,16 @@ struct tls_ctx *tls_ctx_client(const char *ca_file, const char *cert_file,
                                const char *key_file, char *err,
                                size_t err_len);
 
+/*
+ * SIGHUP: load the files again into ctx (made by tls_ctx_server), in
+ * place. Connections made from then on use the new certificate; those
+ * already open keep theirs. On error (the reason, naming the file, in
+ * err) ctx is unchanged. Any thread; tls_new may run meanwhile.
+ */
+int tls_ctx_reload(struct tls_ctx *ctx, const char *cert_file,
+                   const char *key_file, const char *ca_file, char *err,
+                   size_t err_len);
+
 /* Free a context (after every struct tls made from it); NULL: no-op. */
 void tls_ctx_free(struct tls_ctx *ctx);
 

@@ -366,6 +366,17 @@ main(int argc, char **argv)
         if (sig == SIGHUP) {
             log_info("SIGHUP: reopening log.txt");
             writer_reopen_log(wr);
+            if (tls != NULL) {
+                /* The sensor and MQTT ports; HTTPS keeps what it started
+                 * with (libmicrohttpd takes its certificate once). */
+                if (tls_ctx_reload(tls, cf.tls_cert, cf.tls_key, cf.tls_ca,
+                                   err, sizeof(err)) < 0)
+                    log_error("SIGHUP: TLS certificate not reloaded, the "
+                              "previous one stays in use: %s", err);
+                else
+                    log_info("SIGHUP: TLS certificate reloaded from %s",
+                             cf.tls_cert);
+            }
             if (auth != NULL) {
                 if (auth_reload(auth, cf.tokens, err, sizeof(err)) < 0)
                     log_error("SIGHUP: tokens not reloaded, the previous "

@@ -209,6 +209,55 @@ def test_wrong_server_name_refused(server, client, pki):
     assert stored(srv) == 0
 
 
+def test_sighup_reloads_certificate(server, pki, tmp_path):
+    """Rotation: new files at the same paths and SIGHUP; new connections
+    get the new certificate, the one already open keeps working; a broken
+    file is refused and the certificate in use stays."""
+    import signal
+    d = str(tmp_path)
+    cert, key = os.path.join(d, "s.crt"), os.path.join(d, "s.key")
+    shutil.copy(pki("server.crt"), cert)
+    shutil.copy(pki("server.key"), key)
+    srv = server("--tls-cert", cert, "--tls-key", key)
+    kept = LineConn(tls_conn(srv, pki))
+    kept.send(LINE % (20, 1700000000))
+    assert kept.wait_ok(1) == []
+
+    # A certificate for the same names, from another CA.
+    make_ca(d, "newca")
+    make_cert(d, "newca", "s2", "localhost", SERVER_EXT)
+    shutil.copy(os.path.join(d, "s2.crt"), cert)
+    shutil.copy(os.path.join(d, "s2.key"), key)
+    srv.signal(signal.SIGHUP)
+    wait_until(lambda: "TLS certificate reloaded" in srv.stderr(),
+               what="the reload")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        tls_conn(srv, pki)                      # the old CA: refused now
+    ctx = ssl.create_default_context(cafile=os.path.join(d, "newca.crt"))
+
+    def send_one_new(v):
+        t = ctx.wrap_socket(socket.create_connection(("127.0.0.1",
+                                                      srv.port), 10),
+                            server_hostname="127.0.0.1")
+        c = LineConn(t)
+        c.send(LINE % (v, 1700000000 + v))
+        assert c.wait_ok(1) == []
+        c.close()
+
+    send_one_new(21)
+    kept.send(LINE % (22, 1700000002))          # still on the old session
+    assert kept.wait_ok(1) == []
+
+    # A key that does not match: refused, the new certificate stays.
+    shutil.copy(pki("server.key"), key)
+    srv.signal(signal.SIGHUP)
+    wait_until(lambda: "certificate not reloaded" in srv.stderr(),
+               what="the refusal")
+    assert "key values mismatch" in srv.stderr()
+    send_one_new(23)
+    assert stored(srv, "Sensor1") == 4
+
+
 def test_plaintext_on_tls_port(server, pki):
     srv = server(*tls_args(pki), "--threads", "1")  # one rate limiter
     for _ in range(3):
