@@ -154,6 +154,22 @@ load_pair(struct tls_ctx *ctx, const char *cert, const char *key, char *err,
     return 0;
 }
 
+/* CA certificates to verify the peer against (PEM), named in errors. */
+static int
+load_ca(struct tls_ctx *ctx, const char *ca_file, char *err, size_t err_len)
+{
+    char why[TLS_ERR_LEN];
+
+    if (check_readable("CA file", ca_file, err, err_len) < 0)
+        return -EINVAL;
+    if (SSL_CTX_load_verify_locations(ctx->ssl, ca_file, NULL) != 1) {
+        ossl_reason(why, sizeof(why));
+        snprintf(err, err_len, "CA file %s: %s", ca_file, why);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 struct tls_ctx *
 tls_ctx_server(const char *cert_file, const char *key_file,
                const char *ca_file, char *err, size_t err_len)
@@ -170,13 +186,8 @@ tls_ctx_server(const char *cert_file, const char *key_file,
     if (ca_file != NULL) {
         STACK_OF(X509_NAME) *names;
 
-        if (check_readable("CA file", ca_file, err, err_len) < 0)
+        if (load_ca(ctx, ca_file, err, err_len) < 0)
             goto fail;
-        if (SSL_CTX_load_verify_locations(ctx->ssl, ca_file, NULL) != 1) {
-            ossl_reason(why, sizeof(why));
-            snprintf(err, err_len, "CA file %s: %s", ca_file, why);
-            goto fail;
-        }
         /* The names sent in CertificateRequest, so that clients with
          * several certificates pick the right one. */
         names = SSL_load_client_CA_file(ca_file);
@@ -208,13 +219,8 @@ tls_ctx_client(const char *ca_file, const char *cert_file,
     if (ctx == NULL)
         return NULL;
     if (ca_file != NULL) {
-        if (check_readable("CA file", ca_file, err, err_len) < 0)
+        if (load_ca(ctx, ca_file, err, err_len) < 0)
             goto fail;
-        if (SSL_CTX_load_verify_locations(ctx->ssl, ca_file, NULL) != 1) {
-            ossl_reason(why, sizeof(why));
-            snprintf(err, err_len, "CA file %s: %s", ca_file, why);
-            goto fail;
-        }
     } else if (SSL_CTX_set_default_verify_paths(ctx->ssl) != 1) {
         ossl_reason(why, sizeof(why));
         snprintf(err, err_len, "system trust store: %s", why);
